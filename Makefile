@@ -1,0 +1,73 @@
+# The two commands a newcomer needs: `make demo` (the main job) and `make test`.
+# Both do their own set-up; every step is idempotent and skips work that is already done.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3.11
+VENV        := .venv
+BIN         := $(VENV)/bin
+UV_VERSION  := 0.13.9
+LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
+SOURCES     := $(LAKEHOUSE_HOME)/sources
+VEGA        := vega-datasets-3.2.1
+VEGA_SHA256 := 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3
+
+.PHONY: help setup venv jars data up down status demo test test-unit clean-state
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: venv jars data  ## venv with the locked dependencies, Spark jars, demo data (idempotent)
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements/lock.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements/lock.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+jars: jars/lib/.resolved
+jars/lib/.resolved: jars/pom.xml scripts/prune_jars.py $(VENV)/.installed
+	@command -v java >/dev/null || { echo "error: java (17+) not found"; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: mvn not found (it resolves the Delta and S3A jars once)"; exit 1; }
+	rm -rf jars/lib
+	mvn --quiet --batch-mode -f jars/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
+	$(BIN)/python scripts/prune_jars.py jars/lib
+	@touch $@
+
+data: $(SOURCES)/$(VEGA)/.fetched
+$(SOURCES)/$(VEGA)/.fetched:
+	@command -v npm >/dev/null || { echo "error: npm not found (it fetches vega-datasets)"; exit 1; }
+	mkdir -p $(SOURCES)/$(VEGA)
+	cd $(SOURCES) && npm pack --silent vega-datasets@3.2.1 >/dev/null
+	echo "$(VEGA_SHA256)  $(SOURCES)/$(VEGA).tgz" | sha256sum --check --quiet
+	tar -xzf $(SOURCES)/$(VEGA).tgz -C $(SOURCES)/$(VEGA) --strip-components=1 package/data/flights-3m.parquet package/data/airports.csv
+	rm -f $(SOURCES)/$(VEGA).tgz
+	@touch $@
+
+up: setup  ## start the local services (S3 server, MLflow) on 127.0.0.1
+	$(BIN)/lakehouse up
+
+down:  ## stop the local services
+	@if [ -x $(BIN)/lakehouse ]; then $(BIN)/lakehouse down; fi
+
+status:  ## show the services and their health
+	$(BIN)/lakehouse status
+
+demo: setup  ## the main job: start services, land the real data, ingest it
+	$(BIN)/lakehouse up
+	$(BIN)/lakehouse land
+	$(BIN)/lakehouse ingest
+	$(BIN)/lakehouse tables
+
+test: setup  ## run every test (starts its own services in a temporary folder)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## only the unit tests
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+clean-state: down  ## stop the services and delete all local data (.lakehouse)
+	rm -rf $(LAKEHOUSE_HOME)

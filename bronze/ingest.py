@@ -1,0 +1,278 @@
+"""Bronze ingestion: landing objects -> one append-only Delta table per feed, exactly once.
+
+Grain: one row per source data line; key (_source_object, _source_etag, _row_number). Every
+source field is kept as a string; a line that cannot be split into the feed's columns is kept
+with its raw text and a flag, never dropped. All seven bronze tables share this one module,
+because bronze is deliberately schema-agnostic: the registry (`lakehouse.tables`) declares each
+feed's landing prefix and columns.
+
+Exactly once: an object counts as ingested when `bronze._ingest_log` holds a committed entry for
+its key and ETag. A run first logs its objects as `pending`, appends their rows to bronze in one
+commit tagged with the run id (Delta userMetadata), then logs them `committed`. A run that died
+between the two is settled by the next one from the bronze history: if the tagged commit exists
+the objects are marked `recovered` (nothing re-read), otherwise `aborted` and ingested again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from lakehouse import delta, faults, storage
+from lakehouse.settings import Settings
+from lakehouse.storage import ObjectInfo
+from lakehouse.tables import BRONZE_TABLES, INGEST_LOG, Feed, Table
+
+#: A comma outside double quotes (the field separator of RFC 4180 CSV).
+_UNQUOTED_COMMA = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
+
+DONE = ("committed", "recovered")
+
+
+# ---------------------------------------------------------------- pure transforms
+
+
+def number_lines(raw: DataFrame) -> DataFrame:
+    """Add `_line_number` (1-based within `_source_object`) and `_header` (the object's first line).
+
+    `raw` holds `value` and `_source_object` in file order, as a text scan produces them. Row
+    positions come from the monotonically increasing id (partition index in the upper bits, row
+    within the partition below) and a small per-partition aggregate, so no shuffle of the lines.
+    """
+    lines = raw.withColumn("_mono", F.monotonically_increasing_id()).withColumn("_part", F.shiftright("_mono", 33))
+    by_object = Window.partitionBy("_source_object").orderBy("_first")
+    bounds = (
+        lines.groupBy("_source_object", "_part")
+        .agg(F.min("_mono").alias("_first"), F.count(F.lit(1)).alias("_n"), F.min_by("value", "_mono").alias("_first_value"))
+        .withColumn("_offset", F.coalesce(F.sum("_n").over(by_object.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)))
+        .withColumn("_header", F.first("_first_value").over(by_object.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)))
+        .select("_source_object", "_part", "_first", "_offset", "_header")
+    )
+    return (
+        lines.join(F.broadcast(bounds), ["_source_object", "_part"])
+        .withColumn("_line_number", F.col("_offset") + F.col("_mono") - F.col("_first") + 1)
+        .drop("_mono", "_part", "_first", "_offset")
+    )
+
+
+def field_count(value: F.Column) -> F.Column:
+    """Number of CSV fields in a line (commas inside double quotes do not separate)."""
+    return F.when(F.instr(value, '"') == 0, F.size(F.split(value, ",", -1))).otherwise(
+        F.regexp_count(value, F.lit(_UNQUOTED_COMMA)) + 1
+    )
+
+
+def parse_lines(numbered: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """Split data lines (line > 1) into the feed's string columns; flag the ones that do not fit.
+
+    A malformed line keeps its text in `_raw_line` (and its bytes in `_raw_bytes` when they are
+    not valid UTF-8); its columns are null rather than misaligned.
+    """
+    value = F.col("value")
+    valid = F.is_valid_utf8(value)
+    reason = (
+        F.when(F.col("_header") != F.lit(",".join(columns)), F.lit("header_mismatch"))
+        .when(~valid, F.lit("undecodable_bytes"))
+        .when(field_count(value) != len(columns), F.lit("wrong_column_count"))
+    )
+    parsed = F.from_csv(value, F.lit(", ".join(f"`{c}` STRING" for c in columns)), {"escape": '"'})
+    return (
+        numbered.where(F.col("_line_number") > 1)
+        .withColumn("_malformed_reason", reason)
+        .withColumn("_parsed", F.when(F.col("_malformed_reason").isNull(), parsed))
+        .select(
+            *[F.col("_parsed").getField(c).alias(c) for c in columns],
+            F.col("_malformed_reason").isNotNull().alias("_is_malformed"),
+            "_malformed_reason",
+            F.when(F.col("_malformed_reason").isNotNull(), F.make_valid_utf8(value)).alias("_raw_line"),
+            F.when(~valid, value.cast("binary")).alias("_raw_bytes"),
+            "_source_object",
+            F.col("_line_number").alias("_row_number"),
+        )
+    )
+
+
+def add_metadata(parsed: DataFrame, etags: DataFrame, run_id: str, started_at: datetime, source_system: str) -> DataFrame:
+    """Add the lineage columns; `etags` maps `_source_object` to `_source_etag`."""
+    return parsed.join(F.broadcast(etags), "_source_object").select(
+        *[c for c in parsed.columns if c not in {"_source_object", "_row_number"}],
+        F.lit(run_id).alias("_ingest_run_id"),
+        "_source_object",
+        "_source_etag",
+        F.lit(source_system).alias("_source_system"),
+        F.lit(started_at).cast("timestamp").alias("_ingested_at"),
+        F.lit(started_at.date()).alias("_ingest_date"),
+        "_row_number",
+    )
+
+
+def to_bronze(raw: DataFrame, etags: DataFrame, feed: Feed, run_id: str, started_at: datetime) -> DataFrame:
+    """Raw lines of a feed's new objects -> bronze rows."""
+    return add_metadata(parse_lines(number_lines(raw), feed.columns), etags, run_id, started_at, feed.source_system)
+
+
+def new_objects(listed: Iterable[ObjectInfo], done: set[tuple[str, str]]) -> list[ObjectInfo]:
+    """Objects whose (key, ETag) has no committed log entry, in key order."""
+    return sorted((o for o in listed if (o.key, o.etag) not in done), key=lambda o: o.key)
+
+
+def unsettled(log_rows: Iterable[dict]) -> dict[str, list[dict]]:
+    """Pending log entries with no later outcome, grouped by run id."""
+    rows = list(log_rows)
+    settled = {(r["run_id"], r["object_key"], r["etag"]) for r in rows if r["status"] != "pending"}
+    pending: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "pending" and (r["run_id"], r["object_key"], r["etag"]) not in settled:
+            pending.setdefault(r["run_id"], []).append(r)
+    return pending
+
+
+# ---------------------------------------------------------------- the job
+
+
+@dataclass
+class FeedReport:
+    table: str
+    objects: int = 0
+    rows: int = 0
+    malformed: int = 0
+    recovered_objects: int = 0
+    aborted_objects: int = 0
+    bronze_version: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class IngestReport:
+    run_id: str
+    feeds: list[FeedReport] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.feeds)
+
+    @property
+    def objects(self) -> int:
+        return sum(f.objects for f in self.feeds)
+
+
+def _log_rows(spark: SparkSession, entries: list[dict]) -> DataFrame:
+    return spark.createDataFrame(entries, INGEST_LOG.schema)
+
+
+def _counts(spark: SparkSession, location: str, version: int, run_id: str) -> dict[str, tuple[int, int]]:
+    """Rows and malformed rows per object that `run_id` appended, read back from bronze."""
+    rows = (
+        delta.read(spark, location, version)
+        .where(F.col("_ingest_run_id") == run_id)
+        .groupBy("_source_object")
+        .agg(F.count(F.lit(1)).alias("rows"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed"))
+        .collect()
+    )
+    return {r["_source_object"]: (int(r["rows"]), int(r["malformed"] or 0)) for r in rows}
+
+
+def _entry(table: Table, obj: dict | ObjectInfo, run_id: str, status: str, now: datetime, counts: tuple[int, int] | None = None, version: int | None = None) -> dict:
+    key, etag, size = (obj.key, obj.etag, obj.size) if isinstance(obj, ObjectInfo) else (obj["object_key"], obj["etag"], obj["size"])
+    rows, malformed = counts if counts is not None else (None, None)
+    return {
+        "feed": table.name, "object_key": key, "etag": etag, "size": size, "run_id": run_id, "status": status,
+        "rows": rows, "malformed_rows": malformed, "bronze_version": version, "logged_at": now,
+    }  # fmt: skip
+
+
+def settle(spark: SparkSession, settings: Settings, table: Table, pending: dict[str, list[dict]], now: datetime, report: FeedReport) -> None:
+    """Resolve the pending entries a crashed run left: recovered if its bronze commit exists, else aborted."""
+    location = table.location(settings)
+    committed = delta.versions_with_metadata(spark, location, limit=200) if delta.exists(spark, location) else {}
+    entries = []
+    for run_id, objects in pending.items():
+        version = committed.get(run_id)
+        counts = _counts(spark, location, version, run_id) if version is not None else {}
+        for obj in objects:
+            status = "recovered" if version is not None else "aborted"
+            entries.append(_entry(table, obj, run_id, status, now, counts.get(obj["object_key"], (0, 0)) if version is not None else None, version))
+            if version is not None:
+                report.recovered_objects += 1
+            else:
+                report.aborted_objects += 1
+    if entries:
+        delta.append(_log_rows(spark, entries), INGEST_LOG.location(settings))
+
+
+def ingest_feed(
+    spark: SparkSession,
+    settings: Settings,
+    table: Table,
+    log_rows: list[dict],
+    run_id: str,
+    started_at: datetime,
+) -> FeedReport:
+    """Ingest one feed's new landing objects into its bronze table."""
+    t0 = time.monotonic()
+    report = FeedReport(table.name)
+    feed = table.feed
+    assert feed is not None, f"{table.name} has no feed"
+    location = table.location(settings)
+    delta.ensure_table(spark, settings, table)
+    mine = [r for r in log_rows if r["feed"] == table.name]
+    pending = unsettled(mine)
+    if pending:
+        settle(spark, settings, table, pending, started_at, report)
+        mine = [r for r in delta.read(spark, INGEST_LOG.location(settings)).where(F.col("feed") == table.name).collect()]
+        mine = [r.asDict() for r in mine]
+    done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in DONE}
+    s3 = storage.client(settings, "ingest")
+    todo = new_objects(storage.list_objects(s3, settings.bucket("landing"), feed.prefix), done)
+    if not todo:
+        report.seconds = time.monotonic() - t0
+        return report
+
+    log_location = INGEST_LOG.location(settings)
+    delta.append(_log_rows(spark, [_entry(table, o, run_id, "pending", started_at) for o in todo]), log_location)
+    paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
+    raw = spark.read.text(paths).select(
+        "value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object")
+    )
+    etags = spark.createDataFrame([(o.key, o.etag) for o in todo], "_source_object string, _source_etag string")
+    version = delta.append(to_bronze(raw, etags, feed, run_id, started_at).select(*table.column_names), location, user_metadata=run_id)
+    faults.checkpoint(settings, "ingest.after_bronze_write")
+    counts = _counts(spark, location, version, run_id)
+    delta.append(
+        _log_rows(spark, [_entry(table, o, run_id, "committed", started_at, counts.get(o.key, (0, 0)), version) for o in todo]),
+        log_location,
+    )
+    report.objects = len(todo)
+    report.rows = sum(c[0] for c in counts.values())
+    report.malformed = sum(c[1] for c in counts.values())
+    report.bronze_version = version
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def run(
+    spark: SparkSession,
+    settings: Settings,
+    run_id: str,
+    started_at: datetime,
+    feeds: Iterable[str] | None = None,
+    on_feed: Callable[[FeedReport], None] | None = None,
+) -> IngestReport:
+    """Ingest every selected feed (all when None); report objects and rows per feed."""
+    wanted = None if feeds is None else {f if f.startswith("bronze.") else f"bronze.{f}" for f in feeds}
+    delta.ensure_table(spark, settings, INGEST_LOG)
+    log_rows = [r.asDict() for r in delta.read(spark, INGEST_LOG.location(settings)).collect()]
+    report = IngestReport(run_id)
+    for table in BRONZE_TABLES:
+        if wanted is not None and table.name not in wanted:
+            continue
+        feed_report = ingest_feed(spark, settings, table, log_rows, run_id, started_at)
+        report.feeds.append(feed_report)
+        if on_feed is not None:
+            on_feed(feed_report)
+    return report

@@ -1,0 +1,227 @@
+"""The `lakehouse` command: services, landing, ingestion, inspection.
+
+Every command builds Settings once, shows progress on long work (on stderr) and ends with a
+summary; `--json` variants print machine-readable results on stdout and nothing else there.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from lakehouse import inspect, landing, services, tables
+from lakehouse.errors import UserError
+from lakehouse.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="A batch lakehouse on Delta Lake.")
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def run_id(kind: str, started: datetime) -> str:
+    """A sortable, unique run id such as ingest-20261125T101500Z-3fa2c1."""
+    return f"{kind}-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=False,
+    )  # fmt: skip
+
+
+def _summary(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    """A closing summary table on stderr; integer columns are right-aligned with separators."""
+    table = RichTable(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        numeric = bool(rows) and all(isinstance(r[i], int) for r in rows)
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    err.print(table)
+
+
+# ---------------------------------------------------------------- services
+
+
+@app.command()
+def up() -> None:
+    """Start the local services (S3 server, MLflow) on 127.0.0.1 and create the buckets."""
+    settings = _settings()
+    if settings.s3_is_local and services.generate_secrets(settings.secrets_file):
+        err.print(f"generated local credentials in {settings.secrets_file} (mode 600, git-ignored)")
+        settings = _settings()
+    t0 = time.monotonic()
+    services.up(settings, lambda name, msg: err.print(f"[bold]{name}[/bold]: {msg}"))
+    _print_status(settings)
+    err.print(f"up in {time.monotonic() - t0:.1f} s; data and logs under {settings.home}")
+
+
+@app.command()
+def down() -> None:
+    """Stop the local services that `up` started."""
+    settings = _settings()
+    services.down(settings, lambda name, msg: err.print(f"[bold]{name}[/bold]: {msg}"))
+
+
+def _print_status(settings: Settings) -> list[services.ServiceStatus]:
+    found = services.status(settings)
+    _summary(
+        "services",
+        ["service", "url", "healthy", "pid"],
+        [[s.name, s.url, "yes" if s.healthy else "NO", str(s.pid) if s.pid else ("external" if not s.managed else "-")] for s in found],
+    )
+    return found
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """Show each service, its URL and its health."""
+    settings = _settings()
+    found = services.status(settings)
+    if as_json:
+        print(json.dumps({"services": {s.name: {"url": s.url, "healthy": s.healthy, "pid": s.pid} for s in found}}))
+    else:
+        _print_status(settings)
+    if not all(s.healthy for s in found):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- landing and ingestion
+
+
+def _months(month: list[str] | None, start: str | None, end: str | None) -> set[str] | None:
+    if start or end:
+        if not (start and end):
+            raise typer.BadParameter("--from and --to go together")
+        first, last = datetime.strptime(start, "%Y-%m"), datetime.strptime(end, "%Y-%m")
+        months, y, m = set(), first.year, first.month
+        while (y, m) <= (last.year, last.month):
+            months.add(f"{y:04d}-{m:02d}")
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        return months | set(month or [])
+    return set(month) if month else None
+
+
+@app.command()
+def land(
+    feed: Annotated[Optional[list[str]], typer.Option(help="Feed(s) to land (default: all).")] = None,
+    month: Annotated[Optional[list[str]], typer.Option(help="Month(s) yyyy-MM of the monthly feeds.")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="First month yyyy-MM of a range.")] = None,
+    end: Annotated[Optional[str], typer.Option("--to", help="Last month yyyy-MM of a range.")] = None,
+    sample_every: Annotated[int, typer.Option(help="Keep every n-th data line (small slices for tests).")] = 1,
+) -> None:
+    """Export the demo sources into the landing bucket as monthly extracts and snapshots."""
+    settings = _settings()
+    months = _months(month, start, end)
+    results, t0 = [], time.monotonic()
+    with _progress() as progress:
+        task = progress.add_task("preparing extracts", total=None)
+        for extract in landing.extracts(settings, feed, months, sample_every):
+            progress.update(task, description=f"landing {extract.key}")
+            results.append(landing.upload(settings, extract))
+            progress.advance(task)
+        progress.update(task, description="landed", total=len(results))
+    seconds = time.monotonic() - t0
+    _summary(
+        f"landing: {sum(r.uploaded for r in results)} uploaded, {sum(not r.uploaded for r in results)} unchanged, {seconds:.1f} s",
+        ["object", "rows", "bytes", "uploaded"],
+        [[r.key, r.rows, r.size, "yes" if r.uploaded else "unchanged"] for r in results],
+    )
+
+
+@app.command()
+def ingest(feed: Annotated[Optional[list[str]], typer.Option(help="Bronze feed(s) (default: all).")] = None) -> None:
+    """Ingest new landing objects into bronze, exactly once."""
+    from bronze import ingest as bronze_ingest
+    from lakehouse.spark import build_session
+
+    settings = _settings()
+    started = datetime.now(timezone.utc).replace(microsecond=0)
+    rid = run_id("ingest", started)
+    t0 = time.monotonic()
+    selected = [t for t in tables.BRONZE_TABLES if feed is None or t.short_name in feed or t.name in feed]
+    with _progress() as progress:
+        task = progress.add_task("starting Spark", total=len(selected))
+        spark = build_session(settings, ["ingest"], app_name=f"lakehouse-{rid}")
+        spark_s = time.monotonic() - t0
+        reports = []
+
+        def on_feed(report: bronze_ingest.FeedReport) -> None:
+            reports.append(report)
+            progress.advance(task)
+            progress.update(task, description=f"ingested {report.table}")
+
+        progress.update(task, description="ingesting")
+        bronze_ingest.run(spark, settings, rid, started, feed, on_feed=on_feed)
+    _summary(
+        f"ingest {rid}: {sum(r.objects for r in reports)} objects, {sum(r.rows for r in reports):,} rows, "
+        f"{time.monotonic() - t0:.1f} s (Spark start {spark_s:.1f} s)",
+        ["table", "objects", "rows", "malformed", "recovered", "version", "seconds"],
+        [
+            [r.table, r.objects, r.rows, r.malformed, r.recovered_objects, "-" if r.bronze_version is None else r.bronze_version, f"{r.seconds:.1f}"]
+            for r in reports
+        ],
+    )
+
+
+# ---------------------------------------------------------------- inspection
+
+
+@app.command(name="tables")
+def list_tables(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """Every registered table that exists, with its Delta version and row count."""
+    found = inspect.overview(_settings())
+    if as_json:
+        print(json.dumps(found))
+        return
+    _summary("tables", ["name", "layer", "version", "rows", "location"], [[t["name"], t["layer"], t["version"], t["rows"], t["location"]] for t in found])
+
+
+@app.command()
+def history(
+    table: Annotated[str, typer.Argument(help="Registered table name, e.g. bronze.bts_flights.")],
+    limit: Annotated[int, typer.Option(help="Newest commits to show.")] = 20,
+) -> None:
+    """A table's Delta history."""
+    commits = inspect.history(_settings(), tables.get(table), limit)
+    _summary(table, ["version", "timestamp", "operation", "user metadata", "metrics"], [[c["version"], c["timestamp"], c["operation"], c["user_metadata"] or "", c["metrics"][:80]] for c in commits])
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help="Registered table name.")],
+    to: Annotated[Path, typer.Option("--to", help="Local Parquet file to write.")],
+    version: Annotated[Optional[int], typer.Option(help="Delta version (default: latest).")] = None,
+) -> None:
+    """Write a table (as of a version) to one local Parquet file."""
+    t0 = time.monotonic()
+    rows = inspect.export(_settings(), tables.get(table), to, version)
+    err.print(f"wrote {rows:,} rows of {table}{'' if version is None else f' v{version}'} to {to} in {time.monotonic() - t0:.1f} s")
+
+
+def main() -> None:
+    """Console entry point: readable one-line errors for the failures a user can fix."""
+    try:
+        app()
+    except (UserError, LookupError) as error:
+        err.print(f"[bold red]error:[/bold red] {error}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

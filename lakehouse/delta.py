@@ -1,0 +1,131 @@
+"""Delta I/O through the registry: create, read, append, MERGE, replace a partition, versions.
+
+Every write here is safe to repeat: MERGE on the table's keys, replace exactly the partition a
+run owns, or an append whose caller records what it appended (bronze's ingest log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.settings import Settings
+from lakehouse.tables import Table
+
+
+def exists(spark: SparkSession, location: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, location)
+
+
+def ensure_table(spark: SparkSession, settings: Settings, table: Table, location: str | None = None) -> DeltaTable:
+    """Create the table from its registry entry if absent; add any declared constraint it lacks."""
+    location = location or table.location(settings)
+    builder = DeltaTable.createIfNotExists(spark).location(location).comment(table.description)
+    for field in table.schema.fields:
+        builder = builder.addColumn(
+            field.name, field.dataType, nullable=field.nullable, comment=field.metadata.get("comment")
+        )
+    if table.partition_by:
+        builder = builder.partitionedBy(*table.partition_by)
+    for key, value in table.table_properties().items():
+        builder = builder.property(key, value)
+    delta_table = builder.execute()
+    present = {
+        k.removeprefix("delta.constraints.")
+        for k in delta_table.detail().select("properties").first()[0]
+        if k.startswith("delta.constraints.")
+    }
+    for name, expression in table.constraints.items():
+        if name.lower() not in present:
+            spark.sql(f"ALTER TABLE delta.`{location}` ADD CONSTRAINT {name} CHECK ({expression})")
+    return delta_table
+
+
+def read(spark: SparkSession, location: str, version: int | None = None) -> DataFrame:
+    """The table as of `version` (latest when None)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(location)
+
+
+def latest_version(spark: SparkSession, location: str) -> int:
+    """The table's current Delta version."""
+    return int(DeltaTable.forPath(spark, location).history(1).select("version").first()[0])
+
+
+def versions_with_metadata(spark: SparkSession, location: str, limit: int = 50) -> dict[str, int]:
+    """userMetadata -> version for the most recent commits that carry one."""
+    rows = (
+        DeltaTable.forPath(spark, location)
+        .history(limit)
+        .where(F.col("userMetadata").isNotNull())
+        .select("userMetadata", "version")
+        .collect()
+    )
+    return {r["userMetadata"]: int(r["version"]) for r in rows}
+
+
+def last_operation_metrics(spark: SparkSession, location: str) -> tuple[int, Mapping[str, str]]:
+    """(version, operationMetrics) of the table's latest commit."""
+    row = DeltaTable.forPath(spark, location).history(1).select("version", "operationMetrics").first()
+    return int(row["version"]), dict(row["operationMetrics"] or {})
+
+
+def append(df: DataFrame, location: str, user_metadata: str | None = None) -> int:
+    """Append rows in one commit; return the version written."""
+    writer = df.write.format("delta").mode("append")
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
+    writer.save(location)
+    return latest_version(df.sparkSession, location)
+
+
+def overwrite(df: DataFrame, location: str) -> int:
+    """Replace a (staging) table's content in one commit; return the version written."""
+    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(location)
+    return latest_version(df.sparkSession, location)
+
+
+def replace_where(df: DataFrame, location: str, predicate: str, user_metadata: str | None = None) -> int:
+    """Atomically replace the rows matching `predicate` (e.g. one quarter) with `df`."""
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
+    writer.save(location)
+    return latest_version(df.sparkSession, location)
+
+
+def merge_upsert(
+    spark: SparkSession,
+    source: DataFrame,
+    location: str,
+    keys: Iterable[str],
+    prune: Mapping[str, Iterable[str]] | None = None,
+    compare: Iterable[str] | None = None,
+    user_metadata: str | None = None,
+) -> tuple[int, Mapping[str, str]]:
+    """MERGE `source` into the table on `keys`: update changed rows, insert new ones.
+
+    `prune` adds `target.col IN (...)` to the join so that only the partitions the batch touches are
+    read; `compare` limits updates to rows whose values differ, so a rerun rewrites nothing.
+    Returns the version written and Delta's operation metrics.
+    """
+    condition = [f"t.`{k}` <=> s.`{k}`" for k in keys]
+    for column, values in (prune or {}).items():
+        listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
+        condition.append(f"t.`{column}` IN ({listed})" if listed else "false")
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in (compare or []))
+    if user_metadata is not None:
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", user_metadata)
+    try:
+        merge = DeltaTable.forPath(spark, location).alias("t").merge(source.alias("s"), " AND ".join(condition))
+        merge = merge.whenMatchedUpdateAll(condition=changed or None).whenNotMatchedInsertAll()
+        merge.execute()
+    finally:
+        if user_metadata is not None:
+            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    return last_operation_metrics(spark, location)

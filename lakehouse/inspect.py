@@ -1,0 +1,90 @@
+"""Inspection without Spark: table versions, row counts, history and exports through delta-rs.
+
+These commands start no JVM: they read the Delta log directly (row counts come from the file
+statistics in the log) and stream data with pyarrow, batch by batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from lakehouse import storage
+from lakehouse.settings import Settings
+from lakehouse.tables import ALL_TABLES, Table
+
+
+def delta_rs_uri(settings: Settings, table: Table) -> str:
+    """The table's location as delta-rs spells it (s3:// rather than s3a://)."""
+    return "s3://" + table.location(settings).removeprefix("s3a://")
+
+
+def open_table(settings: Settings, table: Table, role: str = "transform", version: int | None = None) -> DeltaTable | None:
+    """The Delta table (as of `version`), or None when it does not exist yet."""
+    try:
+        return DeltaTable(
+            delta_rs_uri(settings, table),
+            version=version,
+            storage_options=storage.delta_rs_storage_options(settings, role),
+        )
+    except TableNotFoundError:
+        return None
+
+
+def row_count(dt: DeltaTable) -> int:
+    """Rows in the current snapshot, from the per-file statistics in the log."""
+    actions = dt.get_add_actions(flatten=True)
+    return int(sum(v.as_py() or 0 for v in actions.column("num_records"))) if actions.num_rows else 0
+
+
+def overview(settings: Settings, role: str = "transform") -> list[dict[str, Any]]:
+    """Every registered table that exists: name, layer, version, rows, location."""
+    found = []
+    for table in ALL_TABLES:
+        dt = open_table(settings, table, role)
+        if dt is None:
+            continue
+        found.append(
+            {"name": table.name, "layer": table.layer, "version": dt.version(), "rows": row_count(dt), "location": table.location(settings)}
+        )
+    return found
+
+
+def history(settings: Settings, table: Table, limit: int | None = None) -> list[dict[str, Any]]:
+    """The table's commits, newest first."""
+    dt = open_table(settings, table)
+    if dt is None:
+        raise LookupError(f"{table.name} does not exist yet at {table.location(settings)}")
+    commits = []
+    for c in dt.history(limit):
+        metrics = c.get("operationMetrics") or {}
+        commits.append(
+            {
+                "version": c.get("version"),
+                "timestamp": c.get("timestamp"),
+                "operation": c.get("operation"),
+                "user_metadata": c.get("userMetadata"),
+                "metrics": json.dumps(metrics, sort_keys=True) if metrics else "",
+            }
+        )
+    return commits
+
+
+def export(settings: Settings, table: Table, target: Path, version: int | None = None, role: str = "transform") -> int:
+    """Stream the table (as of `version`) into one local Parquet file; return the rows written."""
+    dt = open_table(settings, table, role, version)
+    if dt is None:
+        raise LookupError(f"{table.name} does not exist yet at {table.location(settings)}")
+    dataset = dt.to_pyarrow_dataset()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with pq.ParquetWriter(target, dataset.schema) as writer:
+        for batch in dataset.to_batches():
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows

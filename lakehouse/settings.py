@@ -1,0 +1,164 @@
+"""One frozen Settings object, built once from the environment at the edge and passed down.
+
+Precedence, highest first: the process environment, the project's optional `.env`, then the
+credentials that `lakehouse up` generated into `<home>/secrets.env`. No other module reads the
+environment. A missing secret is an error that names the variable; it never falls back to "".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+from lakehouse.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: Identities of the object store. Each job runs with the least privileged one it needs.
+ROLES = ("ingest", "transform", "ml", "mlflow", "admin")
+
+#: Logical bucket names; the physical names can be overridden (LAKEHOUSE_BUCKET_<NAME>).
+BUCKETS = ("landing", "bronze", "silver", "gold", "quality", "mlflow")
+
+
+class MissingSecret(UserError):
+    """A credential that a command needs is not configured."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An access key pair; the secret is kept out of repr so it never reaches a log."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the lakehouse needs to know about where it runs."""
+
+    home: Path
+    s3_endpoint: str
+    s3_region: str
+    buckets: Mapping[str, str]
+    credentials: Mapping[str, Credentials] = field(repr=False)
+    spark_master: str
+    spark_driver_memory: str
+    spark_driver_host: str
+    spark_shuffle_partitions: int
+    jars_dir: Path
+    sources_dir: Path
+    mlflow_uri: str
+    airflow_url: str
+    weed_port_base: int
+    quality_config: Path
+    fail_at: str | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """Pid files of the local services."""
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def data_dir(self) -> Path:
+        """Data of the local services (object store, MLflow metadata)."""
+        return self.home / "data"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.home / "secrets.env"
+
+    @property
+    def s3_is_local(self) -> bool:
+        """True when the object store is ours to start (an endpoint on loopback)."""
+        return _is_loopback(self.s3_endpoint)
+
+    @property
+    def mlflow_is_local(self) -> bool:
+        return _is_loopback(self.mlflow_uri)
+
+    @property
+    def airflow_is_local(self) -> bool:
+        return _is_loopback(self.airflow_url)
+
+    def bucket(self, logical: str) -> str:
+        """Physical bucket name of a logical bucket ("bronze" -> "bronze")."""
+        return self.buckets[logical]
+
+    def credentials_for(self, role: str) -> Credentials:
+        """Return the key pair of a role, or fail naming the variables that are missing."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        found = self.credentials.get(role)
+        if found is None:
+            prefix = f"LAKEHOUSE_{role.upper()}"
+            raise MissingSecret(
+                f"{prefix}_ACCESS_KEY and {prefix}_SECRET_KEY are not set. Run `lakehouse up` to "
+                f"generate local credentials into {self.secrets_file}, or set them in the environment or .env."
+            )
+        return found
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in {"127.0.0.1", "localhost", "::1"}
+
+
+def _role_credentials(values: Mapping[str, str]) -> dict[str, Credentials]:
+    found: dict[str, Credentials] = {}
+    for role in ROLES:
+        prefix = f"LAKEHOUSE_{role.upper()}"
+        access, secret = values.get(f"{prefix}_ACCESS_KEY"), values.get(f"{prefix}_SECRET_KEY")
+        if access and secret:
+            found[role] = Credentials(access, secret)
+        elif access or secret:
+            missing = f"{prefix}_SECRET_KEY" if access else f"{prefix}_ACCESS_KEY"
+            raise MissingSecret(f"{missing} is not set, but its pair is: set both or neither")
+    return found
+
+
+def settings_from_mapping(values: Mapping[str, str]) -> Settings:
+    """Build Settings from a flat mapping of LAKEHOUSE_* variables (pure: no I/O)."""
+
+    def get(name: str, default: str) -> str:
+        value = values.get(f"LAKEHOUSE_{name}")
+        return value if value not in (None, "") else default
+
+    home = Path(get("HOME", str(PROJECT_ROOT / ".lakehouse"))).resolve()
+    return Settings(
+        home=home,
+        s3_endpoint=get("S3_ENDPOINT", "http://127.0.0.1:8333").rstrip("/"),
+        s3_region=get("S3_REGION", "us-east-1"),
+        buckets={name: get(f"BUCKET_{name.upper()}", name) for name in BUCKETS},
+        credentials=_role_credentials(values),
+        spark_master=get("SPARK_MASTER", "local[*]"),
+        spark_driver_memory=get("SPARK_DRIVER_MEMORY", "6g"),
+        spark_driver_host=get("SPARK_DRIVER_HOST", "127.0.0.1"),
+        spark_shuffle_partitions=int(get("SPARK_SHUFFLE_PARTITIONS", "8")),
+        jars_dir=Path(get("JARS_DIR", str(PROJECT_ROOT / "jars" / "lib"))),
+        sources_dir=Path(get("SOURCES_DIR", str(home / "sources"))),
+        mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5000").rstrip("/"),
+        airflow_url=get("AIRFLOW_URL", "http://127.0.0.1:8080").rstrip("/"),
+        weed_port_base=int(get("WEED_PORT_BASE", "18330")),
+        quality_config=Path(get("QUALITY_CONFIG", str(PROJECT_ROOT / "config" / "quality.toml"))),
+        fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment, `.env` and the generated secrets file; the only reader of the environment."""
+    env = dict(os.environ if environ is None else environ)
+    dotenv = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
+    merged = {**dotenv, **env}
+    home = settings_from_mapping(merged).home
+    generated = {k: v for k, v in dotenv_values(home / "secrets.env").items() if v is not None}
+    return settings_from_mapping({**generated, **merged})

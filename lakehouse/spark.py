@@ -1,0 +1,120 @@
+"""The SparkSession factory: Delta enabled, S3A pointed at the configured store, any master.
+
+Nothing here assumes local mode: the master URL, driver host and memory come from Settings, the
+jars that `make setup` resolved are shipped with `spark.jars` (so executors on a cluster get them
+too), and each bucket is reached with the credentials of the least privileged role that the job
+needs for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from lakehouse.errors import UserError
+from lakehouse.settings import BUCKETS, Settings
+from lakehouse.storage import ADMIN, READ, WRITE, grant
+
+_LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
+
+#: Settings for S3-compatible stores; SeaweedFS needs the change-detection and marker ones
+#: (the same keys SeaweedFS's own Spark CI uses), and they are harmless on MinIO and AWS.
+_S3A = {
+    "fs.s3a.path.style.access": "true",
+    "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    "fs.s3a.change.detection.mode": "warn",
+    "fs.s3a.change.detection.version.required": "false",
+    "fs.s3a.directory.marker.retention": "keep",
+    "fs.s3a.multiobjectdelete.enable": "true",
+    "fs.s3a.connection.maximum": "64",
+    "fs.s3a.attempts.maximum": "5",
+    "fs.s3a.retry.limit": "5",
+}
+
+
+class JarsMissing(UserError):
+    """The Delta and S3A jars have not been resolved yet."""
+
+
+def bucket_roles(roles: Iterable[str]) -> dict[str, str]:
+    """Map each logical bucket to the first role (in the order given) that can write it, else read it."""
+    roles = list(roles)
+    chosen: dict[str, str] = {}
+    for bucket in BUCKETS:
+        for wanted in ((WRITE, ADMIN), (READ,)):
+            role = next((r for r in roles if grant(r, bucket) in wanted), None)
+            if role is not None:
+                chosen[bucket] = role
+                break
+    return chosen
+
+
+def jar_paths(settings: Settings) -> list[Path]:
+    """The resolved jars; an error that says how to get them when there are none."""
+    jars = sorted(settings.jars_dir.glob("*.jar"))
+    if not any(j.name.startswith("delta-spark") for j in jars) or not any(
+        j.name.startswith("hadoop-aws") for j in jars
+    ):
+        raise JarsMissing(
+            f"no Delta/S3A jars in {settings.jars_dir}: run `make setup` (or `make jars`) once, "
+            "with access to Maven Central; later runs are offline"
+        )
+    return jars
+
+
+def spark_conf(settings: Settings, roles: Iterable[str], app_name: str) -> dict[str, str]:
+    """The full configuration of a session whose jobs act as `roles` (pure: no I/O)."""
+    endpoint = settings.s3_endpoint
+    conf = {
+        "spark.app.name": app_name,
+        "spark.master": settings.spark_master,
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.driver.host": settings.spark_driver_host,
+        "spark.driver.bindAddress": settings.spark_driver_host,
+        "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile=file:{_LOG4J}",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        # Delta: the extension and catalog, few partitions for log replay, and a listing
+        # parallelism that does not schedule 10,000 tasks for a VACUUM of a small table.
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.databricks.delta.snapshotPartitions": "4",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "16",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
+    }
+    conf.update({f"spark.hadoop.{k}": v for k, v in _S3A.items()})
+    for logical, role in bucket_roles(roles).items():
+        creds = settings.credentials_for(role)
+        bucket = settings.bucket(logical)
+        conf[f"spark.hadoop.fs.s3a.bucket.{bucket}.access.key"] = creds.access_key
+        conf[f"spark.hadoop.fs.s3a.bucket.{bucket}.secret.key"] = creds.secret_key
+    conf["spark.jars"] = ",".join(str(p) for p in jar_paths(settings))
+    return conf
+
+
+def build_session(
+    settings: Settings,
+    roles: Iterable[str],
+    app_name: str = "lakehouse",
+    extra: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """Start (or join) the SparkSession for a job acting as `roles`."""
+    # The launcher reads SPARK_LOCAL_IP before any conf: without it Spark binds a public address.
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
+    builder = SparkSession.builder
+    for key, value in {**spark_conf(settings, roles, app_name), **(extra or {})}.items():
+        builder = builder.config(key, value)
+    # PySpark logs every analysis error as a page of JSON before raising it; the exception suffices.
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,141 @@
+"""Object storage: the access matrix of the roles, the S3 client, buckets and object work.
+
+The `minio` SDK is the project's S3 client; it speaks to any S3-compatible server (SeaweedFS
+locally, MinIO in docker-compose, AWS S3 on a cluster). Spark reaches the same buckets via S3A.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from minio import Minio
+from minio.error import S3Error
+
+from lakehouse.settings import BUCKETS, Settings
+
+READ, WRITE, ADMIN = "read", "write", "admin"
+
+#: What each role may do on each logical bucket; nothing else is granted. `write` implies read,
+#: list and delete (Delta writers list and VACUUM deletes). docker-compose's MinIO policies and the
+#: local SeaweedFS identities are both generated from this one table.
+ROLE_GRANTS: Mapping[str, Mapping[str, str]] = {
+    "ingest": {"landing": WRITE, "bronze": WRITE},
+    "transform": {"bronze": READ, "silver": WRITE, "gold": WRITE, "quality": WRITE},
+    "ml": {"gold": READ},
+    "mlflow": {"mlflow": WRITE},
+    "admin": {bucket: ADMIN for bucket in BUCKETS},
+}
+
+
+def grant(role: str, bucket: str) -> str | None:
+    """The access a role has on a logical bucket, or None."""
+    return ROLE_GRANTS[role].get(bucket)
+
+
+def seaweed_identities(settings: Settings) -> dict:
+    """The SeaweedFS identities document (-s3.config): one identity per configured role."""
+    actions_for = {
+        READ: ("Read", "List"),
+        WRITE: ("Read", "List", "Write", "Tagging"),
+    }
+    identities = []
+    for role, grants in ROLE_GRANTS.items():
+        creds = settings.credentials_for(role)
+        if role == "admin":
+            actions = ["Admin", "Read", "List", "Write", "Tagging"]
+        else:
+            actions = [
+                f"{action}:{settings.bucket(bucket)}"
+                for bucket, level in grants.items()
+                for action in actions_for[level]
+            ]
+        identities.append(
+            {
+                "name": role,
+                "credentials": [{"accessKey": creds.access_key, "secretKey": creds.secret_key}],
+                "actions": actions,
+            }
+        )
+    return {"identities": identities}
+
+
+def client(settings: Settings, role: str) -> Minio:
+    """An S3 client acting as `role`."""
+    creds = settings.credentials_for(role)
+    url = urlparse(settings.s3_endpoint)
+    return Minio(
+        url.netloc,
+        access_key=creds.access_key,
+        secret_key=creds.secret_key,
+        secure=url.scheme == "https",
+        region=settings.s3_region,
+    )
+
+
+def ensure_buckets(settings: Settings) -> list[str]:
+    """Create every bucket that is missing (as admin); return the names created."""
+    admin = client(settings, "admin")
+    created = []
+    for logical in BUCKETS:
+        name = settings.bucket(logical)
+        if not admin.bucket_exists(name):
+            admin.make_bucket(name)
+            created.append(name)
+    return created
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object in a bucket, identified for ingestion by key, ETag and size."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+
+
+def list_objects(s3: Minio, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+    """Every object under a prefix, recursively, in key order."""
+    for obj in s3.list_objects(bucket, prefix=prefix, recursive=True):
+        if not obj.is_dir:
+            yield ObjectInfo(bucket, obj.object_name, (obj.etag or "").strip('"'), obj.size or 0)
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def put_if_changed(s3: Minio, bucket: str, key: str, data: bytes, content_type: str) -> bool:
+    """Upload unless an object with the same content (single-part ETag = MD5) is already there."""
+    digest = md5_hex(data)
+    try:
+        if s3.stat_object(bucket, key).etag.strip('"') == digest:
+            return False
+    except S3Error as err:
+        if err.code not in {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}:
+            raise
+    s3.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    return True
+
+
+def s3a_url(settings: Settings, logical_bucket: str, path: str) -> str:
+    """The Spark (S3A) URL of a path in a logical bucket."""
+    return f"s3a://{settings.bucket(logical_bucket)}/{path.lstrip('/')}"
+
+
+def delta_rs_storage_options(settings: Settings, role: str) -> dict[str, str]:
+    """Storage options for the deltalake (delta-rs) reader, acting as `role`."""
+    creds = settings.credentials_for(role)
+    return {
+        "AWS_ENDPOINT_URL": settings.s3_endpoint,
+        "AWS_REGION": settings.s3_region,
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_ALLOW_HTTP": "true" if settings.s3_endpoint.startswith("http://") else "false",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+    }
