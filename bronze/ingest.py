@@ -219,13 +219,12 @@ def ingest_feed(
     feed = table.feed
     assert feed is not None, f"{table.name} has no feed"
     location = table.location(settings)
-    delta.ensure_table(spark, settings, table)
     mine = [r for r in log_rows if r["feed"] == table.name]
     pending = unsettled(mine)
     if pending:
         settle(spark, settings, table, pending, started_at, report)
-        mine = [r for r in delta.read(spark, INGEST_LOG.location(settings)).where(F.col("feed") == table.name).collect()]
-        mine = [r.asDict() for r in mine]
+        log = delta.read(spark, INGEST_LOG.location(settings)).where(F.col("feed") == table.name)
+        mine = [r.asDict() for r in log.collect()]
     done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in DONE}
     s3 = storage.client(settings, "ingest")
     todo = new_objects(storage.list_objects(s3, settings.bucket("landing"), feed.prefix), done)
@@ -233,8 +232,10 @@ def ingest_feed(
         report.seconds = time.monotonic() - t0
         return report
 
+    delta.ensure_table(spark, settings, table)
     log_location = INGEST_LOG.location(settings)
     delta.append(_log_rows(spark, [_entry(table, o, run_id, "pending", started_at) for o in todo]), log_location)
+    faults.checkpoint(settings, "ingest.before_bronze_write")
     paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
     raw = spark.read.text(paths).select(
         "value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object")

@@ -24,8 +24,7 @@ from lakehouse.errors import UserError
 from lakehouse.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A batch lakehouse on Delta Lake.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _settings() -> Settings:

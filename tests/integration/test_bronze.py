@@ -1,0 +1,108 @@
+"""Landing and bronze ingestion against the real S3 server and Spark with Delta."""
+
+from __future__ import annotations
+
+import gzip
+import signal
+from datetime import datetime
+
+import pytest
+from pyspark.sql import functions as F
+
+from bronze import ingest
+from lakehouse import delta, landing
+from lakehouse.tables import INGEST_LOG, get
+from tests.helpers import source_rows
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 5, 8, 0, 0)
+
+
+def _per_object(spark, settings, table: str) -> dict[str, int]:
+    df = delta.read(spark, get(table).location(settings))
+    return {r["_source_object"]: r["n"] for r in df.groupBy("_source_object").agg(F.count(F.lit(1)).alias("n")).collect()}
+
+
+def test_ingest_is_exact_incremental_and_idempotent(empty_lake, spark, read_landing):
+    settings = empty_lake
+    landed, _ = landing.land(settings, ["bts_flights", "nyc_flights", "nyc_airlines"], {"2001-01", "2013-01"}, every=40)
+    assert {x.key for x in landed} == {"bts/flights/2001-01.csv.gz", "nyc/flights/2013-01.csv", "nyc/airlines/airlines.csv"}
+
+    first = ingest.run(spark, settings, "ingest-t1", T0)
+    assert first.objects == 3
+    for table in ("bronze.bts_flights", "bronze.nyc_flights", "bronze.nyc_airlines"):
+        for key, n in _per_object(spark, settings, table).items():
+            assert n == source_rows(read_landing(key)), key
+    assert _per_object(spark, settings, "bronze.nyc_airlines") == {"nyc/airlines/airlines.csv": 16}
+    versions = {t: delta.latest_version(spark, get(t).location(settings)) for t in ("bronze.bts_flights", "bronze.nyc_flights")}
+
+    again = ingest.run(spark, settings, "ingest-t2", T0)
+    assert again.objects == 0 and again.rows == 0
+    assert {t: delta.latest_version(spark, get(t).location(settings)) for t in versions} == versions
+
+    # landing the same data again uploads nothing; a new month is the only thing ingested next
+    relanded, _ = landing.land(settings, ["bts_flights"], {"2001-01", "2001-02"}, every=40)
+    assert [(x.key, x.uploaded) for x in relanded] == [("bts/flights/2001-01.csv.gz", False), ("bts/flights/2001-02.csv.gz", True)]
+    third = ingest.run(spark, settings, "ingest-t3", T0)
+    assert [(f.table, f.objects) for f in third.feeds if f.objects] == [("bronze.bts_flights", 1)]
+    counts = _per_object(spark, settings, "bronze.bts_flights")
+    assert counts["bts/flights/2001-02.csv.gz"] == source_rows(read_landing("bts/flights/2001-02.csv.gz"))
+    assert sum(counts.values()) == sum(source_rows(read_landing(k)) for k in counts)
+
+    log = delta.read(spark, INGEST_LOG.location(settings)).where("status = 'committed'")
+    assert log.count() == 4
+    assert log.where("rows IS NULL OR bronze_version IS NULL").count() == 0
+
+
+def test_malformed_lines_are_flagged_never_dropped(empty_lake, spark):
+    settings = empty_lake
+    lines = [
+        b"date,delay,distance,origin,destination",
+        b"2001-08-01 06:00:00,5,100,JFK,BOS",
+        b"2001-08-01 07:00:00,5,100,JFK",  # a field short
+        b"2001-08-01 08:00:00,5,100,JFK,BOS,extra",  # a field too many
+        b"2001-08-01 09:00:00,5,100,J\xff\xfeK,BOS",  # bytes that are not UTF-8
+        b"",  # an empty line
+        b"2001-08-01 10:00:00,7,200,LGA,ORD",
+    ]
+    landing.land_bytes(settings, "bts/flights/2001-08.csv.gz", gzip.compress(b"\n".join(lines) + b"\n"))
+    report = ingest.run(spark, settings, "ingest-bad", T0, feeds=["bts_flights"])
+    assert (report.rows, report.feeds[0].malformed) == (6, 4)
+    rows = {r["_row_number"]: r for r in delta.read(spark, get("bronze.bts_flights").location(settings)).collect()}
+    assert sorted(rows) == [2, 3, 4, 5, 6, 7]
+    assert {n: rows[n]["_malformed_reason"] for n in rows} == {
+        2: None, 3: "wrong_column_count", 4: "wrong_column_count", 5: "undecodable_bytes", 6: "wrong_column_count", 7: None,
+    }  # fmt: skip
+    assert rows[3]["_raw_line"] == "2001-08-01 07:00:00,5,100,JFK"
+    assert bytes(rows[5]["_raw_bytes"]) == lines[4]
+    assert rows[7]["origin"] == "LGA" and rows[3]["origin"] is None
+
+
+@pytest.mark.parametrize("point", ["ingest.after_bronze_write", "ingest.before_bronze_write"])
+def test_a_crash_mid_ingest_ends_with_every_row_exactly_once(empty_lake, spark, cli, read_landing, point):
+    settings = empty_lake
+    landing.land(settings, ["nyc_flights"], {"2013-02"}, every=20)
+    crashed = cli("ingest", "--feed", "nyc_flights", env={"LAKEHOUSE_FAIL_AT": f"{point}:kill"}, check=False)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    location = get("bronze.nyc_flights").location(settings)
+    written_before_crash = delta.exists(spark, location) and delta.read(spark, location).count() > 0
+    assert written_before_crash == (point == "ingest.after_bronze_write")
+
+    report = ingest.run(spark, settings, "ingest-after-crash", T0, feeds=["nyc_flights"])
+    feed = report.feeds[0]
+    if point == "ingest.after_bronze_write":
+        assert (feed.recovered_objects, feed.objects) == (1, 0)  # settled from the bronze history, nothing re-read
+    else:
+        assert (feed.aborted_objects, feed.objects) == (1, 1)  # nothing was written: ingested again
+    expected = source_rows(read_landing("nyc/flights/2013-02.csv"))
+    bronze = delta.read(spark, location)
+    assert bronze.count() == expected
+    assert bronze.select("_row_number").distinct().count() == expected
+
+    statuses = sorted(r["status"] for r in delta.read(spark, INGEST_LOG.location(settings)).collect())
+    if point == "ingest.after_bronze_write":
+        assert statuses == ["pending", "recovered"]
+    else:
+        assert statuses == ["aborted", "committed", "pending", "pending"]
+    assert ingest.run(spark, settings, "ingest-later", T0, feeds=["nyc_flights"]).rows == 0

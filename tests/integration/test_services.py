@@ -1,0 +1,69 @@
+"""The local services: health, loopback binding, least-privilege access, no anonymous access."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import psutil
+import pytest
+import requests
+from minio import Minio
+from minio.error import S3Error
+
+from lakehouse import services, storage
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_json_reports_every_service_healthy(cli):
+    status = json.loads(cli("status", "--json").stdout)
+    assert set(status["services"]) >= {"s3", "mlflow"}
+    assert all(s["healthy"] for s in status["services"].values())
+    assert status["services"]["s3"]["url"].startswith("http://127.0.0.1:")
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(stack):
+    pids = [services.running_pid(stack, s.name) for s in services.SERVICES]
+    assert all(pids)
+    listening = []
+    for pid in pids:
+        parent = psutil.Process(pid)
+        for proc in [parent, *parent.children(recursive=True)]:
+            listening += [c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening and set(listening) <= {"127.0.0.1"}
+
+
+def _put(client: Minio, bucket: str) -> None:
+    client.put_object(bucket, "probe.txt", io.BytesIO(b"x"), 1)
+
+
+def test_the_ml_identity_reads_gold_and_writes_nothing(stack):
+    admin, ml = storage.client(stack, "admin"), storage.client(stack, "ml")
+    _put(admin, "gold")
+    assert ml.get_object("gold", "probe.txt").read() == b"x"
+    for bucket in ("gold", "bronze", "silver", "landing"):
+        with pytest.raises(S3Error) as denied:
+            _put(ml, bucket)
+        assert denied.value.code == "AccessDenied"
+    with pytest.raises(S3Error):
+        ml.get_object("bronze", "anything")
+
+
+def test_ingest_cannot_touch_silver_and_transform_cannot_write_bronze(stack):
+    with pytest.raises(S3Error):
+        _put(storage.client(stack, "ingest"), "silver")
+    with pytest.raises(S3Error):
+        _put(storage.client(stack, "transform"), "bronze")
+    _put(storage.client(stack, "ingest"), "bronze")
+    _put(storage.client(stack, "transform"), "silver")
+
+
+def test_unknown_keys_and_anonymous_requests_are_refused(stack):
+    host = stack.s3_endpoint.removeprefix("http://")
+    stranger = Minio(host, access_key="nobody", secret_key="nothing-here-at-all", secure=False, region="us-east-1")
+    with pytest.raises(S3Error) as refused:
+        stranger.list_buckets()
+    assert refused.value.code == "InvalidAccessKeyId"
+    assert requests.get(f"{stack.s3_endpoint}/gold/probe.txt", timeout=5).status_code == 403
+    assert requests.get(stack.s3_endpoint, timeout=5).status_code == 403

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from lakehouse.settings import MissingSecret, load_settings, settings_from_mapping
+
+KEYS = {"LAKEHOUSE_ML_ACCESS_KEY": "ml-1", "LAKEHOUSE_ML_SECRET_KEY": "s3cr3t"}
+
+
+def test_defaults_point_at_the_local_stack():
+    s = settings_from_mapping({})
+    assert s.s3_endpoint == "http://127.0.0.1:8333"
+    assert s.mlflow_uri == "http://127.0.0.1:5000"
+    assert s.spark_master == "local[*]"
+    assert s.s3_is_local and s.mlflow_is_local
+    assert s.bucket("gold") == "gold"
+
+
+def test_a_missing_secret_is_an_error_that_names_it():
+    s = settings_from_mapping(KEYS)
+    assert s.credentials_for("ml").access_key == "ml-1"
+    with pytest.raises(MissingSecret, match="LAKEHOUSE_TRANSFORM_ACCESS_KEY"):
+        s.credentials_for("transform")
+
+
+def test_half_a_key_pair_is_refused():
+    with pytest.raises(MissingSecret, match="LAKEHOUSE_INGEST_SECRET_KEY"):
+        settings_from_mapping({"LAKEHOUSE_INGEST_ACCESS_KEY": "x"})
+
+
+def test_secrets_never_reach_repr():
+    s = settings_from_mapping(KEYS)
+    assert "s3cr3t" not in repr(s)
+    assert "s3cr3t" not in repr(s.credentials_for("ml"))
+
+
+def test_a_cluster_configuration_is_not_local():
+    s = settings_from_mapping({"LAKEHOUSE_S3_ENDPOINT": "https://s3.eu-central-1.amazonaws.com", "LAKEHOUSE_SPARK_MASTER": "spark://master:7077"})
+    assert not s.s3_is_local
+    assert s.spark_master == "spark://master:7077"
+
+
+def test_environment_overrides_the_generated_secrets_file(tmp_path: Path):
+    (tmp_path / "secrets.env").write_text("LAKEHOUSE_ML_ACCESS_KEY=generated\nLAKEHOUSE_ML_SECRET_KEY=generated-secret\n")
+    env = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_ML_ACCESS_KEY": "from-env", "LAKEHOUSE_ML_SECRET_KEY": "env-secret"}
+    assert load_settings(env).credentials_for("ml").access_key == "from-env"
+    assert load_settings({"LAKEHOUSE_HOME": str(tmp_path)}).credentials_for("ml").access_key == "generated"

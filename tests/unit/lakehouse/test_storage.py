@@ -1,0 +1,49 @@
+from lakehouse.services import generate_secrets
+from lakehouse.settings import load_settings
+from lakehouse.spark import bucket_roles, spark_conf
+from lakehouse.storage import ROLE_GRANTS, seaweed_identities
+
+
+def _settings(tmp_path):
+    generate_secrets(tmp_path / "secrets.env")
+    return load_settings({"LAKEHOUSE_HOME": str(tmp_path)})
+
+
+def test_generated_secrets_are_private_and_not_overwritten(tmp_path):
+    path = tmp_path / "secrets.env"
+    assert generate_secrets(path)
+    first = path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert not generate_secrets(path)
+    assert path.read_text() == first
+
+
+def test_identities_grant_each_role_only_its_buckets(tmp_path):
+    doc = seaweed_identities(_settings(tmp_path))
+    actions = {i["name"]: set(i["actions"]) for i in doc["identities"]}
+    assert actions["ml"] == {"Read:gold", "List:gold"}
+    assert actions["ingest"] == {f"{a}:{b}" for b in ("landing", "bronze") for a in ("Read", "List", "Write", "Tagging")}
+    assert "Write:bronze" not in actions["transform"] and "Read:bronze" in actions["transform"]
+    assert "Admin" in actions["admin"]
+    assert set(actions) == set(ROLE_GRANTS)
+
+
+def test_each_bucket_gets_the_least_privileged_role_that_covers_the_job():
+    assert bucket_roles(["ingest"]) == {"landing": "ingest", "bronze": "ingest"}
+    assert bucket_roles(["ml"]) == {"gold": "ml"}
+    # bronze: ingest writes it; transform only reads it, so a combined job writes bronze as ingest
+    assert bucket_roles(["transform", "ingest"])["bronze"] == "ingest"
+    assert bucket_roles(["transform", "ingest"])["silver"] == "transform"
+
+
+def test_spark_conf_is_loopback_and_carries_per_bucket_keys(tmp_path):
+    settings = _settings(tmp_path)
+    (tmp_path / "jars").mkdir()
+    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
+        (tmp_path / "jars" / jar).write_bytes(b"")
+    settings = load_settings({"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars")})
+    conf = spark_conf(settings, ["ml"], "t")
+    assert conf["spark.driver.bindAddress"] == "127.0.0.1"
+    assert conf["spark.hadoop.fs.s3a.bucket.gold.access.key"] == settings.credentials_for("ml").access_key
+    assert not any(".bucket.bronze." in k for k in conf)
+    assert conf["spark.jars"].count(".jar") == 2
