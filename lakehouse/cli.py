@@ -20,11 +20,13 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table as RichTable
 
 from lakehouse import inspect, landing, services, tables
+from lakehouse.quarters import of_month as quarters_of
+from lakehouse.quarters import parse as quarters_parse
 from lakehouse.errors import UserError
 from lakehouse.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A batch lakehouse on Delta Lake.")
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _settings() -> Settings:
@@ -175,6 +177,142 @@ def ingest(feed: Annotated[Optional[list[str]], typer.Option(help="Bronze feed(s
             [r.table, r.objects, r.rows, r.malformed, r.recovered_objects, "-" if r.bronze_version is None else r.bronze_version, f"{r.seconds:.1f}"]
             for r in reports
         ],
+    )
+
+
+# ---------------------------------------------------------------- silver and gold
+
+
+def _silver_rows(results) -> list[list[object]]:
+    rows = []
+    for r in results:
+        if r.skipped:
+            rows.append([r.table, 0, 0, 0, 0, 0, 0, "-", "-", "-", "no new rows", f"{r.seconds:.1f}"])
+            continue
+        f = r.fates
+        rows.append([
+            r.table, r.input_rows, f.get("staged", 0), f.get("duplicate", 0), f.get("conflict", 0) + f.get("merged", 0),
+            f.get("quarantined", 0), f.get("superseded", 0),
+            r.merge.get("numTargetRowsInserted", 0), r.merge.get("numTargetRowsUpdated", 0), r.merge.get("numTargetRowsDeleted", 0),
+            f"v{r.version} {'balanced' if r.balanced else 'NOT BALANCED'}", f"{r.seconds:.1f}",
+        ])  # fmt: skip
+    return rows
+
+
+def print_build_summary(report, spark_seconds: float, total_seconds: float) -> None:
+    """Rows in and out per layer, quarantine per rule, gates, Delta versions, seconds per step."""
+    _summary(
+        f"silver (run {report.run_id}): input = staged + duplicate + conflict/merged + quarantined + superseded",
+        ["table", "input", "staged", "duplicate", "conflict/merged", "quarantined", "superseded", "inserted", "updated", "deleted", "version", "seconds"],
+        _silver_rows(report.silver),
+    )
+    by_rule = [[r.table, rule, n] for r in report.silver for rule, n in sorted(r.quarantined_by_rule.items())]
+    if by_rule:
+        _summary("quarantined this run, by rule", ["table", "rule", "rows"], by_rule)
+    if report.gold:
+        _summary(
+            "gold (rows per quarter; training rows = eligible silver flights)",
+            ["quarter", "eligible", "training_set", "route_daily", "airport_daily", "versions (ts/route/airport)", "seconds"],
+            [
+                [
+                    g.quarter, g.eligible_rows, g.rows.get("gold.training_set", 0), g.rows.get("gold.route_daily", 0), g.rows.get("gold.airport_daily", 0),
+                    "/".join(str(g.versions.get(t, "-")) for t in ("gold.training_set", "gold.route_daily", "gold.airport_daily")), f"{g.seconds:.1f}",
+                ]
+                for g in report.gold
+            ],
+        )  # fmt: skip
+    gates = sum(len(r.gates) for r in report.silver) + sum(len(g.gates) for g in report.gold)
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+    err.print(f"{gates} gates passed; Spark start {spark_seconds:.1f} s, {steps}; total {total_seconds:.1f} s")
+
+
+@app.command()
+def build(
+    quarter: Annotated[Optional[list[str]], typer.Option(help="Quarter(s) to build, e.g. 2001Q1.")] = None,
+    all_quarters: Annotated[bool, typer.Option("--all", help="Every quarter whose three months are ingested.")] = False,
+) -> None:
+    """Silver for the new bronze rows, then gold for the quarter(s), each behind its gate."""
+    from lakehouse import build as builder
+    from lakehouse import quality
+    from lakehouse.conform import RunContext
+    from lakehouse.spark import build_session
+
+    if not quarter and not all_quarters:
+        raise typer.BadParameter("give --quarter (repeatable) or --all")
+    settings = _settings()
+    started = datetime.now(timezone.utc).replace(microsecond=0)
+    rid = run_id("build", started)
+    t0 = time.monotonic()
+    with _progress() as progress:
+        task = progress.add_task("starting Spark", total=None)
+        spark = build_session(settings, ["transform"], app_name=f"lakehouse-{rid}")
+        spark_s = time.monotonic() - t0
+        wanted = list(quarter or [])
+        if all_quarters:
+            ready = builder.ready_quarters(spark, settings)
+            months = builder.ingested_months(spark, settings)
+            partial = sorted({quarters_of(m) for m in months} - set(ready))
+            if partial:
+                err.print(f"not built (fewer than three months ingested): {', '.join(partial)}")
+            wanted = sorted(set(wanted) | set(ready))
+        for q in wanted:
+            quarters_parse(q)
+        progress.update(task, total=len(builder.SILVER_JOBS) + len(wanted), description="silver")
+        ctx = RunContext(rid, started, quality.load_config(settings))
+
+        def on_silver(r) -> None:
+            progress.advance(task)
+            progress.update(task, description=f"silver: {r.table} done")
+
+        def on_gold(g) -> None:
+            progress.advance(task)
+            progress.update(task, description=f"gold: {g.quarter} done")
+
+        report = builder.build(spark, settings, wanted, ctx, on_silver, on_gold)
+    print_build_summary(report, spark_s, time.monotonic() - t0)
+
+
+quarantine_app = typer.Typer(help="Rows that failed a silver rule, and replaying them.")
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.callback(invoke_without_command=True)
+def quarantine(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """List the unresolved quarantined rows by table and rule."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = inspect.quarantine_summary(_settings())
+    if as_json:
+        print(json.dumps(found))
+        return
+    _summary("quarantine (unresolved)", ["table", "rule", "rows", "first quarantined", "last run"], [[q["table"], q["rule"], q["rows"], q["first_quarantined_at"], q["last_run_id"]] for q in found])
+
+
+@quarantine_app.command()
+def replay(
+    table: Annotated[Optional[list[str]], typer.Option(help="Silver table(s), e.g. silver.flights (default: all).")] = None,
+    rule: Annotated[Optional[list[str]], typer.Option(help="Only rows quarantined under these rule ids.")] = None,
+) -> None:
+    """Re-check quarantined rows against the current rules; publish the ones that now pass."""
+    from lakehouse import build as builder
+    from lakehouse import conform, quality
+    from lakehouse.spark import build_session
+
+    settings = _settings()
+    started = datetime.now(timezone.utc).replace(microsecond=0)
+    rid = run_id("replay", started)
+    t0 = time.monotonic()
+    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{rid}")
+    ctx = conform.RunContext(rid, started, quality.load_config(settings), replay=True)
+    results = [
+        conform.run_table(spark, settings, job.SPEC, ctx, rule)
+        for job in builder.SILVER_JOBS
+        if not table or job.SPEC.table.name in table
+    ]
+    _summary(
+        f"replay {rid}: {time.monotonic() - t0:.1f} s (staged rows were published; quarantined rows stay)",
+        ["table", "input", "staged", "duplicate", "conflict/merged", "quarantined", "superseded", "inserted", "updated", "deleted", "version", "seconds"],
+        _silver_rows(results),
     )
 
 

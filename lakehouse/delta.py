@@ -21,8 +21,13 @@ def exists(spark: SparkSession, location: str) -> bool:
 
 
 def ensure_table(spark: SparkSession, settings: Settings, table: Table, location: str | None = None) -> DeltaTable:
-    """Create the table from its registry entry if absent; add any declared constraint it lacks."""
+    """Create the table from its registry entry (schema, partitioning, properties, constraints) if absent.
+
+    An existing table is left as it is: changing a table's definition is an explicit migration.
+    """
     location = location or table.location(settings)
+    if exists(spark, location):
+        return DeltaTable.forPath(spark, location)
     builder = DeltaTable.createIfNotExists(spark).location(location).comment(table.description)
     for field in table.schema.fields:
         builder = builder.addColumn(
@@ -33,14 +38,8 @@ def ensure_table(spark: SparkSession, settings: Settings, table: Table, location
     for key, value in table.table_properties().items():
         builder = builder.property(key, value)
     delta_table = builder.execute()
-    present = {
-        k.removeprefix("delta.constraints.")
-        for k in delta_table.detail().select("properties").first()[0]
-        if k.startswith("delta.constraints.")
-    }
     for name, expression in table.constraints.items():
-        if name.lower() not in present:
-            spark.sql(f"ALTER TABLE delta.`{location}` ADD CONSTRAINT {name} CHECK ({expression})")
+        spark.sql(f"ALTER TABLE delta.`{location}` ADD CONSTRAINT {name} CHECK ({expression})")
     return delta_table
 
 
@@ -106,24 +105,30 @@ def merge_upsert(
     keys: Iterable[str],
     prune: Mapping[str, Iterable[str]] | None = None,
     compare: Iterable[str] | None = None,
+    delete_scope: str | None = None,
     user_metadata: str | None = None,
 ) -> tuple[int, Mapping[str, str]]:
     """MERGE `source` into the table on `keys`: update changed rows, insert new ones.
 
     `prune` adds `target.col IN (...)` to the join so that only the partitions the batch touches are
-    read; `compare` limits updates to rows whose values differ, so a rerun rewrites nothing.
+    read; `compare` limits updates to rows whose values differ, so a rerun rewrites nothing;
+    `delete_scope` (a condition on `t`) deletes the target rows in scope that the source lacks.
     Returns the version written and Delta's operation metrics.
     """
     condition = [f"t.`{k}` <=> s.`{k}`" for k in keys]
+    partitions = []
     for column, values in (prune or {}).items():
         listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
-        condition.append(f"t.`{column}` IN ({listed})" if listed else "false")
+        partitions.append(f"t.`{column}` IN ({listed})" if listed else "false")
+    condition += partitions
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in (compare or []))
     if user_metadata is not None:
         spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", user_metadata)
     try:
         merge = DeltaTable.forPath(spark, location).alias("t").merge(source.alias("s"), " AND ".join(condition))
         merge = merge.whenMatchedUpdateAll(condition=changed or None).whenNotMatchedInsertAll()
+        if delete_scope:
+            merge = merge.whenNotMatchedBySourceDelete(condition=" AND ".join([*partitions, f"({delete_scope})"]))
         merge.execute()
     finally:
         if user_metadata is not None:

@@ -88,3 +88,31 @@ def export(settings: Settings, table: Table, target: Path, version: int | None =
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows
+
+
+def quarantine_summary(settings: Settings) -> list[dict[str, Any]]:
+    """Unresolved quarantined rows per table and rule."""
+    from lakehouse.tables import QUARANTINE
+
+    dt = open_table(settings, QUARANTINE)
+    if dt is None:
+        return []
+    import pyarrow.dataset as ds
+
+    rows = dt.to_pyarrow_dataset().to_table(
+        columns=["table_name", "rule_id", "quarantined_at", "run_id"], filter=ds.field("resolved_at").is_null()
+    )
+    if rows.num_rows == 0:
+        return []
+    grouped = rows.group_by(["table_name", "rule_id"]).aggregate([("rule_id", "count"), ("quarantined_at", "min"), ("run_id", "max")])
+    out = [
+        {
+            "table": r["table_name"],
+            "rule": r["rule_id"],
+            "rows": r["rule_id_count"],
+            "first_quarantined_at": str(r["quarantined_at_min"]),
+            "last_run_id": r["run_id_max"],
+        }
+        for r in grouped.to_pylist()
+    ]
+    return sorted(out, key=lambda q: (q["table"], -q["rows"]))

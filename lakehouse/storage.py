@@ -122,6 +122,19 @@ def put_if_changed(s3: Minio, bucket: str, key: str, data: bytes, content_type: 
     return True
 
 
+def remove_prefix(settings: Settings, role: str, logical_bucket: str, prefix: str) -> int:
+    """Delete every object under a prefix (staging output, say); return how many went."""
+    from minio.deleteobjects import DeleteObject
+
+    s3 = client(settings, role)
+    bucket = settings.bucket(logical_bucket)
+    names = [o.object_name for o in s3.list_objects(bucket, prefix=prefix, recursive=True)]
+    errors = list(s3.remove_objects(bucket, [DeleteObject(n) for n in names]))
+    if errors:
+        raise RuntimeError(f"could not delete {len(errors)} objects under s3://{bucket}/{prefix}: {errors[0]}")
+    return len(names)
+
+
 def s3a_url(settings: Settings, logical_bucket: str, path: str) -> str:
     """The Spark (S3A) URL of a path in a logical bucket."""
     return f"s3a://{settings.bucket(logical_bucket)}/{path.lstrip('/')}"

@@ -95,8 +95,11 @@ class Table:
         return s3a_url(settings, self.layer, self.short_name)
 
     def staging_location(self, settings: Settings, run_id: str) -> str:
-        """Where a run writes this table's output before its gate passes (write-audit-publish)."""
-        return s3a_url(settings, self.layer, f"_staging/{self.short_name}/{run_id}")
+        """Where a run writes this table's output before its gate passes (write-audit-publish).
+
+        Staging lives in the quality bucket, which no reader role can see.
+        """
+        return s3a_url(settings, "quality", f"staging/{self.name}/{run_id}")
 
     def table_properties(self) -> dict[str, str]:
         """Delta table properties: governance metadata plus the table's own settings."""

@@ -122,3 +122,11 @@ def read_landing(stack: Settings):
 
     return read
 
+
+
+@pytest.fixture(scope="session")
+def quality_config(settings: Settings) -> dict:
+    """The versioned rule and gate thresholds (config/quality.toml)."""
+    from lakehouse.quality import load_config
+
+    return load_config(settings)

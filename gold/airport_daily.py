@@ -1,0 +1,26 @@
+"""gold.airport_daily: one row per (origin, flight_date) over eligible flights; partition quarter."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+
+from gold.daily import daily_metrics
+from lakehouse import quality as q
+from lakehouse.tables import AIRPORT_DAILY
+
+
+def build_airport_daily(flights: DataFrame) -> DataFrame:
+    """Daily arrival-delay metrics per origin airport from silver flights."""
+    return daily_metrics(flights, ["origin"]).select(*AIRPORT_DAILY.column_names)
+
+
+def checks(quarter: str, eligible_rows: int) -> list[q.Check]:
+    """The gate of one quarter's airport_daily: keys, ranges, and every eligible flight counted once."""
+    return [
+        *q.not_null(*AIRPORT_DAILY.keys, "quarter"),
+        q.unique_key(*AIRPORT_DAILY.keys),
+        q.between("late_share", 0, 1),
+        q.Check("quarter", "ExpectColumnValuesToBeInSet", {"column": "quarter", "value_set": [quarter]}),
+        q.no_rows("late_le_flights", "SELECT * FROM {batch} WHERE n_late > n_flights OR n_flights < 1"),
+        q.Check("accounting:flights_counted_once", "ExpectColumnSumToBeBetween", {"column": "n_flights", "min_value": eligible_rows, "max_value": eligible_rows}),
+    ]

@@ -1,0 +1,125 @@
+"""gold.training_set: the point-in-time correct training set, feature contract v1 (docs/feature_contract.md).
+
+One row per eligible flight (not cancelled, arrival delay known) whose flight_date lies in the
+quarter being built; key flight_id; partition quarter. Every feature derived from flight
+outcomes reads only days strictly before the flight's date; `feature_max_source_date` records
+the latest day any of them read, and the gold gate rejects a row where it is not earlier.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from gold.daily import eligible, is_late
+from lakehouse import quality as q
+from lakehouse.tables import TRAINING_SET
+
+FEATURE_CONTRACT_VERSION = "1"
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    return F.when(denominator > 0, numerator / denominator)
+
+
+def route_window_features(route_daily: DataFrame) -> DataFrame:
+    """Per (origin, dest, flight_date): the 7- and 28-day trailing route features, days [d-k, d-1]."""
+    by_route = Window.partitionBy("origin", "dest").orderBy(F.unix_date("flight_date"))
+    w7, w28 = by_route.rangeBetween(-7, -1), by_route.rangeBetween(-28, -1)
+    return route_daily.select(
+        "origin",
+        "dest",
+        "flight_date",
+        _ratio(F.sum("n_late").over(w7), F.sum("n_flights").over(w7)).alias("route_late_share_7d"),
+        _ratio(F.sum("sum_arr_delay_min").over(w7), F.sum("n_flights").over(w7)).alias("route_mean_arr_delay_7d"),
+        F.coalesce(F.sum("n_flights").over(w28), F.lit(0)).cast("long").alias("route_n_flights_28d"),
+        F.max("flight_date").over(w28).alias("_route_max_date"),
+    )
+
+
+def origin_window_features(airport_daily: DataFrame) -> DataFrame:
+    """Per (origin, flight_date): the 7-day late share and the previous day's departures."""
+    by_origin = Window.partitionBy("origin").orderBy(F.unix_date("flight_date"))
+    w7, w1 = by_origin.rangeBetween(-7, -1), by_origin.rangeBetween(-1, -1)
+    return airport_daily.select(
+        "origin",
+        "flight_date",
+        _ratio(F.sum("n_late").over(w7), F.sum("n_flights").over(w7)).alias("origin_late_share_7d"),
+        F.coalesce(F.sum("n_flights").over(w1), F.lit(0)).cast("long").alias("origin_departures_1d"),
+        F.max("flight_date").over(w7).alias("_origin_max_date"),
+    )
+
+
+def build_training_set(
+    flights: DataFrame, route_daily: DataFrame, airport_daily: DataFrame, weather: DataFrame, quarter: str, start: date, end: date
+) -> DataFrame:
+    """The training rows of one quarter [start, end).
+
+    `route_daily` and `airport_daily` must cover at least [start - 28 days, end) so that the first
+    days of the quarter see their history (which lies in the previous quarter).
+    """
+    departure_hour = F.date_trunc("hour", F.coalesce("sched_dep_local_ts", "dep_local_ts")).cast("timestamp_ntz")
+    rows = (
+        eligible(flights)
+        .where((F.col("flight_date") >= F.lit(start)) & (F.col("flight_date") < F.lit(end)))
+        .withColumn("_dep_hour_ts", departure_hour)
+    )
+    hourly = weather.select(
+        F.col("origin").alias("_w_origin"), F.col("obs_local_ts").alias("_w_ts"), "temp_f", "wind_speed_mph", "precip_in", "visib_mi"
+    )
+    joined = (
+        rows.join(route_window_features(route_daily), ["origin", "dest", "flight_date"], "left")
+        .join(origin_window_features(airport_daily), ["origin", "flight_date"], "left")
+        .join(hourly, (F.col("origin") == F.col("_w_origin")) & (F.col("_dep_hour_ts") == F.col("_w_ts")), "left")
+    )
+    return joined.select(
+        "flight_id",
+        "flight_date",
+        F.lit(quarter).alias("quarter"),
+        "source_system",
+        "origin",
+        "dest",
+        is_late().alias("is_late"),
+        F.hour("_dep_hour_ts").alias("dep_hour"),
+        (((F.dayofweek("flight_date") + 5) % 7) + 1).alias("day_of_week"),
+        F.month("flight_date").alias("month"),
+        "distance_mi",
+        "route_late_share_7d",
+        "route_mean_arr_delay_7d",
+        F.coalesce("route_n_flights_28d", F.lit(0)).cast("long").alias("route_n_flights_28d"),
+        "origin_late_share_7d",
+        F.coalesce("origin_departures_1d", F.lit(0)).cast("long").alias("origin_departures_1d"),
+        "temp_f",
+        "wind_speed_mph",
+        "precip_in",
+        "visib_mi",
+        F.greatest("_route_max_date", "_origin_max_date").alias("feature_max_source_date"),
+    ).select(*TRAINING_SET.column_names)
+
+
+def checks(quarter: str, eligible_rows: int, cfg: dict) -> list[q.Check]:
+    """The gate of one quarter's training set: label, ranges, no leak from the future, row count."""
+    gates = cfg["gates"]["gold"]
+    return [
+        *q.not_null("flight_id", "flight_date", "is_late", "dep_hour", "day_of_week", "month", "distance_mi"),
+        q.unique_key("flight_id"),
+        q.Check("quarter", "ExpectColumnValuesToBeInSet", {"column": "quarter", "value_set": [quarter]}),
+        q.between("dep_hour", 0, 23),
+        q.between("day_of_week", 1, 7),
+        q.between("month", 1, 12),
+        q.between("distance_mi", 0.1, None),
+        q.between("route_late_share_7d", 0, 1),
+        q.between("origin_late_share_7d", 0, 1),
+        q.between("route_n_flights_28d", 0, None),
+        q.between("origin_departures_1d", 0, None),
+        q.Check(
+            "share:route_history_known",
+            "ExpectColumnValuesToNotBeNull",
+            {"column": "route_late_share_7d", "mostly": 1 - gates["max_null_share_route_late_share_7d"]},
+        ),
+        q.no_rows("no_feature_from_own_day_or_later", "SELECT * FROM {batch} WHERE feature_max_source_date >= flight_date"),
+        q.row_count("accounting:eligible_silver_rows", eligible_rows),
+        q.Check("min_rows", "ExpectTableRowCountToBeBetween", {"min_value": gates["min_rows"]}),
+    ]

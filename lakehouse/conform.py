@@ -1,0 +1,363 @@
+"""Bronze -> silver, the shared mechanics: incremental input, fates, write-audit-publish.
+
+A silver table module declares a SilverSpec (its pure `prepare` function per bronze source, its
+rules section, how conflicts are resolved, its gate) and calls `run_table`:
+
+1. read only the bronze rows not yet processed: the Delta change feed of each bronze table since
+   the version recorded in `silver._progress` (or, for `replay`, the quarantined rows);
+2. prepare (type, conform, check rules) and give every row a fate (see `lakehouse.rules`);
+3. gate `bronze_to_silver.<table>`: every input row has a fate, the quarantine share is in bounds;
+4. stage the rows to publish under the quality bucket, read them back, gate `silver.<table>`;
+5. publish: MERGE into the table (one commit), MERGE the quarantined rows into
+   `silver._quarantine`, record the bronze versions read. Each step is idempotent, so a crash
+   between them is repaired by running again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import reduce
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from lakehouse import delta, quality, storage
+from lakehouse.rules import FATES, assign_fates, mark_superseded
+from lakehouse.settings import Settings
+from lakehouse.tables import INGEST_LOG, PROGRESS, QUARANTINE, REGISTRY, Table
+
+log = logging.getLogger(__name__)
+
+_LINEAGE = ("_ingest_run_id", "_source_object")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of one run shares: its id, its start time (the only clock), the config."""
+
+    run_id: str
+    started_at: datetime
+    config: Mapping[str, Any]
+    replay: bool = False
+
+
+@dataclass(frozen=True)
+class SilverSpec:
+    """How one silver table is conformed from its bronze sources."""
+
+    table: Table
+    prepare: Mapping[str, Callable[[DataFrame, Mapping[str, Any]], DataFrame]]
+    rule_section: str
+    prefer: Callable[[], list[Column]]
+    checks: Callable[[Mapping[str, Any], int], list[quality.Check]]
+    gate_frame: Callable[[SparkSession, Settings, DataFrame], DataFrame] | None = None
+    snapshot: bool = False  # sources deliver whole snapshots: conform the latest one of each
+    combine: Callable[[DataFrame, "SilverSpec"], DataFrame] | None = None  # fold rows sharing a key
+    replace_deliveries: bool = False  # a re-delivered object replaces its previous rows
+
+    @property
+    def data_columns(self) -> list[str]:
+        return [c for c in self.table.column_names if c not in _LINEAGE]
+
+
+@dataclass
+class TableResult:
+    table: str
+    input_rows: int = 0
+    fates: dict[str, int] = field(default_factory=dict)
+    quarantined_by_rule: dict[str, int] = field(default_factory=dict)
+    merge: dict[str, int] = field(default_factory=dict)
+    version: int | None = None
+    source_versions: dict[str, int] = field(default_factory=dict)
+    gates: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: bool = False
+
+    @property
+    def balanced(self) -> bool:
+        return self.input_rows == sum(self.fates.values())
+
+
+def bookkeeping(bronze: DataFrame) -> list[Column]:
+    """The columns `prepare` must carry through: lineage, fates' inputs and the raw bronze row."""
+    raw = [c for c in bronze.columns if not c.startswith("_") or c in _BRONZE_RAW]
+    return [
+        *[F.col(c) for c in _LINEAGE],
+        F.col("_source_etag"),
+        F.col("_ingested_at"),
+        F.col("_row_number"),
+        F.col("_bronze_table"),
+        F.col("_superseded"),
+        F.col("_failed_rules"),
+        F.to_json(F.struct(*[F.col(c) for c in raw])).alias("_raw_row"),
+    ]
+
+
+_BRONZE_RAW = (
+    "_is_malformed", "_malformed_reason", "_raw_line", "_raw_bytes", "_ingest_run_id", "_source_object",
+    "_source_etag", "_source_system", "_ingested_at", "_ingest_date", "_row_number",
+)  # fmt: skip
+
+
+def current(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
+    """A table's current rows, or an empty frame of its schema when it does not exist yet."""
+    location = table.location(settings)
+    if delta.exists(spark, location):
+        return delta.read(spark, location)
+    return spark.createDataFrame([], table.schema)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _progress(spark: SparkSession, settings: Settings, consumer: str) -> dict[str, int]:
+    rows = current(spark, settings, PROGRESS).where(F.col("consumer") == consumer).collect()
+    return {r["source_table"]: int(r["last_version"]) for r in rows}
+
+
+def _changes(spark: SparkSession, location: str, after: int, upto: int) -> DataFrame:
+    """Rows appended to a bronze table in versions (after, upto], from its change data feed."""
+    return (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", after + 1)
+        .option("endingVersion", upto)
+        .load(location)
+        .where(F.col("_change_type") == "insert")
+        .drop("_change_type", "_commit_version", "_commit_timestamp")
+    )
+
+
+def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) -> DataFrame:
+    """`_source_object` -> `_latest_etag`: the newest ingested delivery of each of a feed's objects."""
+    return (
+        current(spark, settings, INGEST_LOG)
+        .where((F.col("feed") == bronze.name) & F.col("status").isin("committed", "recovered"))
+        .groupBy(F.col("object_key").alias("_source_object"))
+        .agg(F.max_by("etag", "logged_at").alias("_latest_etag"))
+    )
+
+
+def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The unprocessed bronze rows of each source, and the bronze version read up to."""
+    done = _progress(spark, settings, spec.table.name)
+    inputs, versions = {}, {}
+    for name in spec.prepare:
+        location = REGISTRY[name].location(settings)
+        if not delta.exists(spark, location):
+            continue
+        upto, after = delta.latest_version(spark, location), done.get(name, -1)
+        versions[name] = upto
+        if upto > after:
+            inputs[name] = _changes(spark, location, after, upto)
+    if spec.snapshot and inputs:
+        # a dimension merges the latest snapshot of every source, changed or not
+        for name in spec.prepare:
+            if name not in inputs and name in versions:
+                latest = latest_deliveries(spark, settings, REGISTRY[name])
+                bronze = delta.read(spark, REGISTRY[name].location(settings), versions[name])
+                inputs[name] = bronze.join(
+                    F.broadcast(latest.withColumnRenamed("_latest_etag", "_source_etag")), ["_source_object", "_source_etag"]
+                ).select(*bronze.columns)
+    return inputs, versions
+
+
+def replay_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec, rules: Sequence[str] | None = None) -> dict[str, DataFrame]:
+    """The unresolved quarantined rows of a table, rebuilt as bronze rows of their bronze tables."""
+    quarantined = current(spark, settings, QUARANTINE).where(
+        (F.col("table_name") == spec.table.name) & F.col("resolved_at").isNull()
+    )
+    if rules:
+        quarantined = quarantined.where(F.col("rule_id").isin(*rules))
+    inputs = {}
+    for name in spec.prepare:
+        bronze = REGISTRY[name]
+        rows = quarantined.where(F.col("bronze_table") == name).select(F.from_json("raw_row", bronze.schema).alias("r")).select("r.*")
+        inputs[name] = rows
+    return inputs
+
+
+# ---------------------------------------------------------------- fates
+
+
+def prepare(spark: SparkSession, settings: Settings, spec: SilverSpec, inputs: Mapping[str, DataFrame], cfg: Mapping[str, Any]) -> DataFrame:
+    """Every input row, prepared and checked, with its fate."""
+    frames = []
+    for name, bronze in inputs.items():
+        marked = bronze.withColumn("_bronze_table", F.lit(name))
+        marked = mark_superseded(marked, latest_deliveries(spark, settings, REGISTRY[name]))
+        frames.append(spec.prepare[name](marked, cfg))
+    union = reduce(lambda a, b: a.unionByName(b), frames)
+    prefer = [F.col("_ingested_at").desc(), *spec.prefer()]
+    fated = assign_fates(union, spec.table.keys, spec.data_columns, prefer)
+    if spec.combine is not None:
+        fated = spec.combine(fated, spec)
+    return fated
+
+
+def combine_rows(fated: DataFrame, spec: SilverSpec) -> DataFrame:
+    """Fill each kept row's missing values from the other live rows of its key, in preference order."""
+    live = F.col("_fate").isin("staged", "duplicate", "conflict")
+    window = Window.partitionBy(F.when(live, F.lit(1)), *spec.table.keys).orderBy(
+        F.col("_fate") != "staged", F.col("_ingested_at").desc(), *spec.prefer()
+    ).rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    filled = fated
+    for column in spec.data_columns:
+        if column in spec.table.keys:
+            continue
+        filled = filled.withColumn(column, F.when(F.col("_fate") == "staged", F.first(column, ignorenulls=True).over(window)).otherwise(F.col(column)))
+    # the other rows of a key were folded into the kept one
+    return filled.withColumn("_fate", F.when(F.col("_fate") == "conflict", F.lit("merged")).otherwise(F.col("_fate")))
+
+
+# ---------------------------------------------------------------- publish
+
+
+def quarantine_records(fated: DataFrame, table: Table, ctx: RunContext) -> DataFrame:
+    """The quarantined rows as `silver._quarantine` records."""
+    return fated.where(F.col("_fate") == "quarantined").select(
+        F.sha2(F.concat_ws("|", "_bronze_table", "_source_object", "_source_etag", F.col("_row_number").cast("string")), 256).alias("quarantine_id"),
+        F.lit(table.name).alias("table_name"),
+        F.try_element_at("_failed_rules", F.lit(1)).alias("rule_id"),
+        F.col("_failed_rules").alias("failed_rules"),
+        F.lit(ctx.run_id).alias("run_id"),
+        F.col("_bronze_table").alias("bronze_table"),
+        F.col("_source_object").alias("source_object"),
+        F.col("_row_number").alias("row_number"),
+        F.col("_raw_row").alias("raw_row"),
+        F.lit(ctx.started_at).cast("timestamp").alias("quarantined_at"),
+        F.lit(None).cast("timestamp").alias("resolved_at"),
+        F.lit(None).cast("string").alias("resolved_run_id"),
+    )
+
+
+def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame, table: Table, ctx: RunContext) -> None:
+    """Upsert the newly quarantined rows; on replay, mark the rows that now pass as resolved."""
+    from delta.tables import DeltaTable
+
+    location = QUARANTINE.location(settings)
+    delta.ensure_table(spark, settings, QUARANTINE)
+    target = DeltaTable.forPath(spark, location).alias("t")
+    records = quarantine_records(fated, table, ctx)
+    (
+        target.merge(records.alias("s"), "t.quarantine_id = s.quarantine_id AND t.table_name = s.table_name")
+        .whenMatchedUpdate(set={"rule_id": "s.rule_id", "failed_rules": "s.failed_rules", "run_id": "s.run_id"})
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    if ctx.replay:
+        passed = fated.where(F.col("_fate") != "quarantined").select(
+            F.sha2(F.concat_ws("|", "_bronze_table", "_source_object", "_source_etag", F.col("_row_number").cast("string")), 256).alias("quarantine_id")
+        )
+        (
+            DeltaTable.forPath(spark, location).alias("t")
+            .merge(passed.alias("s"), f"t.quarantine_id = s.quarantine_id AND t.table_name = '{table.name}'")
+            .whenMatchedUpdate(set={"resolved_at": F.lit(ctx.started_at).cast("timestamp"), "resolved_run_id": F.lit(ctx.run_id)})
+            .execute()
+        )  # fmt: skip
+
+
+def _record_progress(spark: SparkSession, settings: Settings, consumer: str, versions: Mapping[str, int], ctx: RunContext) -> None:
+    rows = [(consumer, source, version, ctx.run_id, ctx.started_at) for source, version in versions.items()]
+    if not rows:
+        return
+    delta.ensure_table(spark, settings, PROGRESS)
+    delta.merge_upsert(spark, spark.createDataFrame(rows, PROGRESS.schema), PROGRESS.location(settings), PROGRESS.keys)
+
+
+def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext) -> tuple[int, dict[str, int]]:
+    """MERGE the staged rows into the table (and, for re-deliveries, drop the rows they replace)."""
+    table = spec.table
+    location = table.location(settings)
+    delta.ensure_table(spark, settings, table)
+    prune: dict[str, list[str]] = {}
+    delete_scope = None
+    for column in table.partition_by:
+        prune[column] = [r[0] for r in staged.select(column).distinct().collect()]
+    if spec.replace_deliveries and not ctx.replay:
+        objects = [r[0] for r in fated.where(F.col("_fate") != "superseded").select("_source_object").distinct().collect()]
+        months = [m for m in (_object_month(o) for o in objects) if m]
+        for column in table.partition_by:
+            prune[column] = sorted(set(prune[column]) | set(months))
+        listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
+        delete_scope = f"t._source_object IN ({listed})" if objects else None
+    version, metrics = delta.merge_upsert(
+        spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, user_metadata=ctx.run_id
+    )
+    return version, {k: int(metrics.get(k, 0)) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
+
+
+def _object_month(key: str) -> str | None:
+    match = re.search(r"(\d{4}-\d{2})\.csv(\.gz)?$", key)
+    return match.group(1) if match else None
+
+
+def bronze_to_silver_checks(spec: SilverSpec, input_rows: int, cfg: Mapping[str, Any]) -> list[quality.Check]:
+    """The bronze-to-silver gate on the fated rows: columns present, no row lost, quarantine share bounded."""
+    max_share = cfg["gates"]["bronze_to_silver"]["max_quarantine_share"]
+    return [
+        *quality.columns_exist(*spec.table.column_names, "_fate"),
+        quality.row_count("accounting:every_input_row_has_a_fate", input_rows),
+        quality.Check("fates:known", "ExpectColumnValuesToBeInSet", {"column": "_fate", "value_set": [*FATES, "merged"]}),
+        quality.Check("share:quarantined", "ExpectColumnValuesToNotBeInSet", {"column": "_fate", "value_set": ["quarantined"], "mostly": 1 - max_share}),
+    ]
+
+
+def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: RunContext, rules: Sequence[str] | None = None) -> TableResult:
+    """Conform, gate and publish one silver table from its unprocessed bronze rows (or its quarantine)."""
+    t0 = time.monotonic()
+    result = TableResult(spec.table.name)
+    if ctx.replay:
+        inputs, versions = replay_inputs(spark, settings, spec, rules), {}
+    else:
+        inputs, versions = new_inputs(spark, settings, spec)
+    if not inputs:
+        result.skipped, result.seconds = True, time.monotonic() - t0
+        return result
+    cfg = ctx.config["rules"].get(spec.rule_section, {})
+    fated = prepare(spark, settings, spec, inputs, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        result.input_rows = sum(df.count() for df in inputs.values())
+        if result.input_rows == 0:
+            result.skipped, result.seconds = True, time.monotonic() - t0
+            return result
+        # one pass: rows per fate and, for quarantined rows, per first failed rule
+        tally = fated.groupBy("_fate", F.try_element_at("_failed_rules", F.lit(1)).alias("rule")).count().collect()
+        counts: dict[str, int] = {}
+        for r in tally:
+            counts[r["_fate"]] = counts.get(r["_fate"], 0) + int(r["count"])
+            if r["_fate"] == "quarantined":
+                result.quarantined_by_rule[r["rule"]] = int(r["count"])
+        result.fates = {fate: counts.get(fate, 0) for fate in (*FATES, "merged") if counts.get(fate, 0) or fate in FATES}
+        suite = f"bronze_to_silver.{spec.table.short_name}"
+        quality.gate(settings, ctx.run_id, fated, suite, bronze_to_silver_checks(spec, result.input_rows, ctx.config))
+        result.gates.append(suite)
+
+        staging = spec.table.staging_location(settings, ctx.run_id)
+        delta.overwrite(fated.where(F.col("_fate") == "staged").select(*spec.table.column_names), staging)
+        staged = delta.read(spark, staging).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            framed = spec.gate_frame(spark, settings, staged) if spec.gate_frame else staged
+            suite = f"silver.{spec.table.short_name}"
+            quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]))
+            result.gates.append(suite)
+            result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx)
+        finally:
+            staged.unpersist()
+        if result.fates["quarantined"] or ctx.replay:
+            _merge_quarantine(spark, settings, fated, spec.table, ctx)
+        if not ctx.replay:
+            _record_progress(spark, settings, spec.table.name, versions, ctx)
+        result.source_versions = dict(versions)
+        storage.remove_prefix(settings, "transform", "quality", f"staging/{spec.table.name}/{ctx.run_id}/")
+    finally:
+        fated.unpersist()
+    result.seconds = time.monotonic() - t0
+    return result

@@ -1,0 +1,199 @@
+"""Quality gates: run a Great Expectations suite on a frame, store the report, raise on failure.
+
+A gate is the audit step of write-audit-publish: the caller stages its output, runs the gate on
+it and publishes only if this returns. The report (GX's JSON result with a per-expectation
+summary, and a rendered HTML page) goes to the quality bucket under the run id, whatever the
+outcome. Suites are built in code from the thresholds in `config/quality.toml`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tomllib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame
+
+from lakehouse import storage
+from lakehouse.errors import UserError
+from lakehouse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_config(settings: Settings) -> dict[str, Any]:
+    """The rule and gate thresholds (config/quality.toml or LAKEHOUSE_QUALITY_CONFIG)."""
+    try:
+        with open(settings.quality_config, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise UserError(f"quality configuration {settings.quality_config} not found (LAKEHOUSE_QUALITY_CONFIG)") from None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation of a suite, named by a rule id that the report and errors use."""
+
+    rule: str
+    expectation: str  # a class name in great_expectations.expectations
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GateResult:
+    suite: str
+    success: bool
+    results: list[dict[str, Any]]
+    report_uri: str | None = None
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if not r["success"]]
+
+    def describe_failures(self) -> str:
+        parts = []
+        for r in self.failed:
+            detail = f"{r['unexpected_count']:,} unexpected rows" if r["unexpected_count"] is not None else f"observed {r['observed_value']}"
+            if r.get("exception"):
+                detail = f"error: {r['exception']}"
+            parts.append(f"{r['rule']} ({r['expectation']}: {detail})")
+        return "; ".join(parts)
+
+
+class GateFailed(UserError):
+    """A gate blocked publication; the message names the failed expectations and their counts."""
+
+    def __init__(self, result: GateResult):
+        where = f" Report: {result.report_uri}" if result.report_uri else ""
+        super().__init__(f"quality gate {result.suite} failed: {result.describe_failures()}.{where}")
+        self.result = result
+
+
+def _gx():
+    """Import GX lazily (it takes seconds) with its logging and progress bars quiet."""
+    import great_expectations as gx
+
+    for name in ("great_expectations", "DataFrameQueryContextLogger"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return gx
+
+
+def _exception_message(info: Mapping[str, Any] | None) -> str | None:
+    if not info:
+        return None
+    if "raised_exception" in info:
+        return info.get("exception_message") if info.get("raised_exception") else None
+    messages = [v.get("exception_message") for v in info.values() if isinstance(v, dict)]
+    return "; ".join(m for m in messages if m) or None
+
+
+def _summarize(result: Any) -> list[dict[str, Any]]:
+    rows = []
+    for r in result.results:
+        config, detail = r.expectation_config, (r.result or {})
+        unexpected = detail.get("unexpected_count")
+        if unexpected is None and config.type == "unexpected_rows_expectation":
+            unexpected = detail.get("observed_value")
+        rows.append(
+            {
+                "rule": (config.meta or {}).get("rule", config.type),
+                "expectation": config.type,
+                "success": bool(r.success),
+                "unexpected_count": unexpected,
+                "unexpected_percent": detail.get("unexpected_percent"),
+                "observed_value": detail.get("observed_value"),
+                "partial_unexpected_list": detail.get("partial_unexpected_list"),
+                "exception": _exception_message(r.exception_info),
+            }
+        )
+    return sorted(rows, key=lambda d: d["rule"])
+
+
+def _render_html(result: Any) -> str:
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+
+
+def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateResult, Any]:
+    """Run the checks on `df` with GX; return the summary and GX's own result object."""
+    gx = _gx()
+    import great_expectations.expectations as gxe
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")  # a fresh context per gate: names never collide
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    expectations = [getattr(gxe, c.expectation)(**c.kwargs, meta={"rule": c.rule}) for c in checks]
+    batch = context.data_sources.add_spark(name="spark").add_dataframe_asset(name=suite).add_batch_definition_whole_dataframe("all")
+    gx_suite = context.suites.add(gx.ExpectationSuite(name=suite, expectations=expectations))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=suite, data=batch, suite=gx_suite))
+    result = definition.run(
+        batch_parameters={"dataframe": df}, result_format="SUMMARY", run_id=RunIdentifier(run_name=f"{suite}-{uuid.uuid4().hex[:8]}")
+    )
+    return GateResult(suite, bool(result.success), _summarize(result)), result
+
+
+def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: Any) -> str:
+    """Upload the JSON and HTML report to quality/reports/<run_id>/<suite>.*; return the JSON's URI."""
+    s3 = storage.client(settings, "transform")
+    bucket = settings.bucket("quality")
+    prefix = f"reports/{run_id}/{gate.suite}"
+    document = {"suite": gate.suite, "run_id": run_id, "success": gate.success, "results": gate.results, "gx_result": gx_result.to_json_dict()}
+    for suffix, body, kind in (
+        ("json", json.dumps(document, indent=2, default=str).encode(), "application/json"),
+        ("html", _render_html(gx_result).encode(), "text/html"),
+    ):
+        s3.put_object(bucket, f"{prefix}.{suffix}", io.BytesIO(body), len(body), content_type=kind)
+    return f"s3://{bucket}/{prefix}.json"
+
+
+def gate(settings: Settings, run_id: str, df: DataFrame, suite: str, checks: Sequence[Check]) -> GateResult:
+    """Validate, store the report, and raise GateFailed if any expectation failed."""
+    result, gx_result = validate(df, suite, checks)
+    result.report_uri = store_report(settings, run_id, result, gx_result)
+    log.info("gate %s: %s", suite, "passed" if result.success else "FAILED")
+    if not result.success:
+        raise GateFailed(result)
+    return result
+
+
+# ---------------------------------------------------------------- check builders
+
+
+def not_null(*columns: str) -> list[Check]:
+    return [Check(f"not_null:{c}", "ExpectColumnValuesToNotBeNull", {"column": c}) for c in columns]
+
+
+def unique_key(*columns: str) -> Check:
+    if len(columns) == 1:
+        return Check(f"unique:{columns[0]}", "ExpectColumnValuesToBeUnique", {"column": columns[0]})
+    return Check(f"unique:{'+'.join(columns)}", "ExpectCompoundColumnsToBeUnique", {"column_list": list(columns)})
+
+
+def between(column: str, low: float | None, high: float | None, mostly: float = 1.0) -> Check:
+    return Check(f"range:{column}", "ExpectColumnValuesToBeBetween", {"column": column, "min_value": low, "max_value": high, "mostly": mostly})
+
+
+def share_true(rule: str, column: str, min_share: float) -> Check:
+    """At least `min_share` of the rows have `column` true (e.g. a known foreign key)."""
+    return Check(rule, "ExpectColumnValuesToBeInSet", {"column": column, "value_set": [True], "mostly": min_share})
+
+
+def row_count(rule: str, value: int) -> Check:
+    return Check(rule, "ExpectTableRowCountToEqual", {"value": value})
+
+
+def columns_exist(*columns: str) -> list[Check]:
+    return [Check(f"column:{c}", "ExpectColumnToExist", {"column": c}) for c in columns]
+
+
+def no_rows(rule: str, query: str) -> Check:
+    """A SQL query over `{batch}` that returns the offending rows; the check passes when it returns none."""
+    return Check(rule, "UnexpectedRowsExpectation", {"unexpected_rows_query": query, "description": rule})
