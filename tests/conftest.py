@@ -91,21 +91,26 @@ def stack(settings: Settings) -> Iterator[Settings]:
         services.down(settings)
 
 
-@pytest.fixture()
-def empty_lake(stack: Settings, spark) -> Settings:
-    """Every bucket emptied and Spark's Delta caches dropped: a scenario starts from nothing."""
-    admin = storage.client(stack, "admin")
+def reset_lake(settings: Settings, spark) -> Settings:
+    """Empty every data bucket and drop Spark's Delta caches: a scenario starts from nothing."""
+    admin = storage.client(settings, "admin")
     for logical in ("landing", "bronze", "silver", "gold", "quality"):
-        bucket = stack.bucket(logical)
+        bucket = settings.bucket(logical)
         keys = [o.object_name for o in admin.list_objects(bucket, recursive=True)]
         errors = list(admin.remove_objects(bucket, [DeleteObject(k) for k in keys]))
         assert not errors, errors
         # SeaweedFS keeps empty folders after their objects go; dropping the bucket clears them too
         admin.remove_bucket(bucket)
-    storage.ensure_buckets(stack)
+    storage.ensure_buckets(settings)
     spark.catalog.clearCache()
     spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
-    return stack
+    return settings
+
+
+@pytest.fixture()
+def empty_lake(stack: Settings, spark) -> Settings:
+    """A lake with empty buckets."""
+    return reset_lake(stack, spark)
 
 
 @pytest.fixture()
@@ -130,3 +135,9 @@ def quality_config(settings: Settings) -> dict:
     from lakehouse.quality import load_config
 
     return load_config(settings)
+
+
+@pytest.fixture(scope="module")
+def module_lake(stack: Settings, spark) -> Settings:
+    """Empty buckets once for a module whose tests build on each other's state, in file order."""
+    return reset_lake(stack, spark)

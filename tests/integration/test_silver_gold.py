@@ -1,0 +1,274 @@
+"""Bronze -> silver -> gold on slices of the real data, through the real S3 server and Spark with Delta.
+
+The tests of this module share one lake and run in file order: a first build, then a rebuild, a
+late correction, a defective file, a replay after a rule change, and last the gates blocking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pytest
+from pyspark.sql import functions as F
+
+from bronze import ingest
+from lakehouse import build as builder
+from lakehouse import conform, delta, inspect, landing, quality, storage
+from lakehouse.conform import RunContext
+from lakehouse.tables import PROGRESS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
+from silver import flights
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 2, 1, 8, 0, 0)
+STATE: dict = {}
+
+
+def _ctx(cfg, name: str, replay: bool = False) -> RunContext:
+    return RunContext(f"build-test-{name}", T0, cfg, replay=replay)
+
+
+def _landed_lines(settings, key: str) -> list[str]:
+    response = storage.client(settings, "admin").get_object(settings.bucket("landing"), key)
+    try:
+        data = response.read()
+    finally:
+        response.close()
+        response.release_conn()
+    if key.endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    return data.decode().splitlines()
+
+
+@pytest.fixture(scope="module")
+def lake(module_lake, spark, quality_config):
+    """One quarter of each source, landed, ingested and built once."""
+    settings = module_lake
+    landing.land(settings, ["nyc_flights"], {"2013-01", "2013-02", "2013-03"}, every=3)
+    landing.land(settings, ["bts_flights"], {"2001-01", "2001-02", "2001-03"}, every=25)
+    landing.land(settings, ["nyc_weather"], {"2013-01", "2013-02", "2013-03"})
+    landing.land(settings, ["bts_airports", "nyc_airports", "nyc_airlines", "nyc_planes"])
+    ingest.run(spark, settings, "ingest-base", T0)
+    STATE["first"] = builder.build(spark, settings, ["2013Q1", "2001Q1"], _ctx(quality_config, "first"))
+    return settings
+
+
+def _silver(spark, settings, version=None):
+    return delta.read(spark, SILVER_FLIGHTS.location(settings), version)
+
+
+def _training(spark, settings, quarter):
+    return delta.read(spark, TRAINING_SET.location(settings)).where(F.col("quarter") == quarter)
+
+
+def test_one_quarter_flows_from_bronze_to_gold_and_every_row_is_accounted_for(lake, spark):
+    report = STATE["first"]
+    by_table = {r.table: r for r in report.silver}
+    assert all(r.balanced for r in report.silver)
+    bronze_rows = sum(delta.read(spark, get(t).location(lake)).count() for t in ("bronze.nyc_flights", "bronze.bts_flights"))
+    fl = by_table["silver.flights"]
+    assert fl.input_rows == bronze_rows
+    assert _silver(spark, lake).count() == fl.fates["staged"] == bronze_rows - fl.fates["duplicate"] - fl.fates["quarantined"] - fl.fates["conflict"]
+    assert by_table["silver.weather_hourly"].fates["staged"] > 6000
+    for g in report.gold:
+        start, end = {"2013Q1": ("2013-01-01", "2013-04-01"), "2001Q1": ("2001-01-01", "2001-04-01")}[g.quarter]
+        eligible = _silver(spark, lake).where(f"flight_date >= '{start}' AND flight_date < '{end}' AND NOT is_cancelled AND arr_delay_min IS NOT NULL").count()
+        assert g.eligible_rows == eligible == _training(spark, lake, g.quarter).count() > 0
+        assert len(g.gates) == 3
+    # every gate left its report in the quality bucket
+    reports = {o.object_name for o in storage.client(lake, "admin").list_objects("quality", prefix=f"reports/{report.run_id}/", recursive=True)}
+    assert f"reports/{report.run_id}/silver.flights.json" in reports and f"reports/{report.run_id}/gold.training_set.2013Q1.html" in reports
+
+
+def test_weather_reaches_the_training_rows_of_new_york_airports(lake, spark):
+    rows = _training(spark, lake, "2013Q1")
+    with_weather = rows.where("temp_f IS NOT NULL").count()
+    assert with_weather / rows.count() > 0.9
+    assert _training(spark, lake, "2001Q1").where("temp_f IS NOT NULL").count() == 0
+
+
+def test_gold_matches_an_independent_computation_with_duckdb(lake, spark):
+    """route_daily and the 7-day route features for Feb 2013, recomputed from the landed CSV files."""
+    raw = pd.concat(
+        [pd.read_csv(io.StringIO("\n".join(_landed_lines(lake, f"nyc/flights/2013-0{m}.csv"))), na_values=["NA"], keep_default_na=False) for m in (1, 2)]
+    )
+    con = duckdb.connect()
+    con.register("raw", raw)
+    con.execute("""
+        CREATE TABLE daily AS
+        SELECT origin, dest, make_date(year, month, day) AS flight_date,
+               count(*) AS n_flights, sum(CASE WHEN arr_delay > 15 THEN 1 ELSE 0 END) AS n_late, sum(arr_delay) AS sum_delay
+        FROM raw WHERE dep_time IS NOT NULL AND arr_delay IS NOT NULL GROUP BY ALL
+    """)  # fmt: skip
+    expected_daily = con.execute("SELECT * FROM daily WHERE month(flight_date) = 2 ORDER BY ALL").df()
+    expected_window = con.execute("""
+        SELECT d.origin, d.dest, d.flight_date, sum(w.n_late) / sum(w.n_flights) AS late_share_7d
+        FROM daily d LEFT JOIN daily w ON w.origin = d.origin AND w.dest = d.dest
+             AND w.flight_date BETWEEN d.flight_date - INTERVAL 7 DAY AND d.flight_date - INTERVAL 1 DAY
+        WHERE month(d.flight_date) = 2 GROUP BY ALL ORDER BY ALL
+    """).df()  # fmt: skip
+
+    gold = delta.read(spark, get("gold.route_daily").location(lake)).where("flight_date >= '2013-02-01' AND flight_date < '2013-03-01'")
+    nyc_routes = gold.join(_silver(spark, lake).where("source_system = 'nycflights13'").select("origin").distinct(), "origin")
+    got = nyc_routes.select("origin", "dest", "flight_date", "n_flights", "n_late", F.col("sum_arr_delay_min").alias("sum_delay")).toPandas()
+    got = got.sort_values(["origin", "dest", "flight_date"]).reset_index(drop=True)
+    expected_daily["flight_date"] = pd.to_datetime(expected_daily["flight_date"]).dt.date
+    pd.testing.assert_frame_equal(got, expected_daily, check_dtype=False)
+
+    features = (
+        _training(spark, lake, "2013Q1")
+        .where("source_system = 'nycflights13' AND month = 2")
+        .groupBy("origin", "dest", "flight_date")
+        .agg(F.first("route_late_share_7d").alias("late_share_7d"))
+        .toPandas()
+        .sort_values(["origin", "dest", "flight_date"])
+        .reset_index(drop=True)
+    )
+    expected_window["flight_date"] = pd.to_datetime(expected_window["flight_date"]).dt.date
+    pd.testing.assert_frame_equal(features, expected_window, check_dtype=False, atol=1e-12)
+
+
+def _files(settings, quarter: str) -> list[str]:
+    """The data files of one quarter's partition of the training set, from the Delta log."""
+    actions = pa.table(inspect.open_table(settings, TRAINING_SET).get_add_actions(flatten=True)).to_pylist()
+    return sorted(a["path"] for a in actions if a["partition.quarter"] == quarter)
+
+
+def test_a_rebuild_changes_nothing_and_leaves_other_quarters_alone(lake, spark, quality_config):
+    before = _training(spark, lake, "2013Q1")
+    before_rows = before.collect()
+    files_2001 = _files(lake, "2001Q1")
+
+    report = builder.build(spark, lake, ["2013Q1"], _ctx(quality_config, "rebuild"))
+    assert all(r.skipped for r in report.silver)  # no new bronze rows: silver reads nothing
+    after = _training(spark, lake, "2013Q1")
+    assert after.count() == len(before_rows) == after.select("flight_id").distinct().count()
+    assert after.exceptAll(spark.createDataFrame(before_rows, after.schema)).count() == 0
+    assert _files(lake, "2001Q1") == files_2001
+
+
+def _edit_lines(lines: list[str], column: str, picks: list[int], value: str) -> tuple[list[str], list[int]]:
+    header = lines[0].split(",")
+    i = header.index(column)
+    edited = list(lines)
+    for n in picks:
+        fields = edited[n].split(",")
+        fields[i] = value
+        edited[n] = ",".join(fields)
+    return edited, picks
+
+
+def test_a_late_corrected_month_changes_exactly_the_affected_rows(lake, spark, quality_config):
+    version_before = delta.latest_version(spark, SILVER_FLIGHTS.location(lake))
+    nyc = _landed_lines(lake, "nyc/flights/2013-02.csv")
+    candidates = [n for n in range(1, len(nyc)) if nyc[n].split(",")[8] not in ("NA", "")][:3]
+    nyc_fixed, _ = _edit_lines(nyc, "arr_delay", candidates, "77")
+    landing.land_bytes(lake, "nyc/flights/2013-02.csv", ("\n".join(nyc_fixed) + "\n").encode())
+    bts = _landed_lines(lake, "bts/flights/2001-02.csv.gz")
+    bts_fixed, _ = _edit_lines(bts, "delay", [5, 6], "42")
+    landing.land_bytes(lake, "bts/flights/2001-02.csv.gz", landing.gzip_bytes(("\n".join(bts_fixed) + "\n").encode()))
+
+    assert ingest.run(spark, lake, "ingest-correction", T0).objects == 2
+    [result] = [r for r in builder.run_silver(spark, lake, _ctx(quality_config, "correction")) if r.table == "silver.flights"]
+    # nycflights13 updates in place; BTS rows (identified by their content) are replaced
+    assert result.merge == {"numTargetRowsInserted": 2, "numTargetRowsUpdated": 3, "numTargetRowsDeleted": 2}
+    assert result.fates["superseded"] == 0 and result.balanced
+
+    old, new = _silver(spark, lake, version_before), _silver(spark, lake)
+    changed = new.exceptAll(old)
+    assert changed.count() == 5
+    assert sorted(r.arr_delay_min for r in changed.collect()) == [42.0, 42.0, 77.0, 77.0, 77.0]
+    assert old.exceptAll(new).count() == 5
+    assert new.count() == old.count()
+
+
+DEFECTS = {
+    "distance_not_positive": ("distance", "-5"),
+    "arr_delay_out_of_range": ("arr_delay", "2000"),
+    "outside_extract_month": ("month", "5"),
+    "null_key": ("carrier", "NA"),
+    "unparseable_timestamp": ("sched_dep_time", "2575"),
+}
+
+
+def test_a_defective_file_ends_in_quarantine_under_the_right_rules(lake, spark, quality_config, cli):
+    april = [e for e in landing.extracts(lake, ["nyc_flights"], {"2013-04"}, every=60)][0].data.decode().splitlines()
+    lines = list(april)
+    for offset, (rule, (column, value)) in enumerate(DEFECTS.items()):
+        lines, _ = _edit_lines(lines, column, [10 + offset], value)
+    lines.append("2013,4,1,517,515")  # a line cut short
+    lines.append(lines[1])  # an exact duplicate
+    landing.land_bytes(lake, "nyc/flights/2013-04.csv", ("\n".join(lines) + "\n").encode())
+    ingest.run(spark, lake, "ingest-defects", T0)
+
+    [result] = [r for r in builder.run_silver(spark, lake, _ctx(quality_config, "defects")) if r.table == "silver.flights"]
+    assert result.balanced and result.input_rows == len(lines) - 1
+    assert result.quarantined_by_rule == {**{rule: 1 for rule in DEFECTS}, "malformed_line": 1}
+    assert result.fates["duplicate"] == 1
+    quarantined = delta.read(spark, QUARANTINE.location(lake)).where("resolved_at IS NULL AND table_name = 'silver.flights'")
+    assert quarantined.count() == 6
+    row = quarantined.where("rule_id = 'malformed_line'").first()
+    assert json.loads(row.raw_row)["_raw_line"] == "2013,4,1,517,515" and row.source_object == "nyc/flights/2013-04.csv"
+
+    listed = json.loads(cli("quarantine", "--json").stdout)
+    assert {(q["rule"], q["rows"]) for q in listed if q["table"] == "silver.flights"} == {(r, 1) for r in [*DEFECTS, "malformed_line"]}
+
+
+def test_a_replay_after_a_rule_change_publishes_the_rows_that_now_pass(lake, spark, quality_config, tmp_path):
+    relaxed = json.loads(json.dumps(quality_config))
+    relaxed["rules"]["flights"]["arr_delay_max"] = 2400
+    ctx = _ctx(relaxed, "replay", replay=True)
+    result = conform.run_table(spark, lake, flights.SPEC, ctx)
+    assert (result.input_rows, result.fates["staged"], result.fates["quarantined"]) == (6, 1, 5)
+    assert result.merge["numTargetRowsInserted"] == 1
+    assert _silver(spark, lake).where("arr_delay_min = 2000").count() == 1
+    q = delta.read(spark, QUARANTINE.location(lake)).where("table_name = 'silver.flights'")
+    assert q.where("resolved_at IS NOT NULL").select("rule_id").collect()[0][0] == "arr_delay_out_of_range"
+    assert q.where("resolved_at IS NULL").count() == 5
+
+
+def test_the_table_itself_rejects_a_bad_write(lake, spark):
+    bad = _silver(spark, lake).limit(1).withColumn("distance_mi", F.lit(-1.0)).withColumn("flight_id", F.lit("constraint-probe"))
+    with pytest.raises(Exception, match="(?i)constraint|CHECK"):
+        delta.append(bad, SILVER_FLIGHTS.location(lake))
+    assert _silver(spark, lake).where("flight_id = 'constraint-probe'").count() == 0
+
+
+def test_a_failing_gold_gate_publishes_nothing(lake, spark, quality_config):
+    version = delta.latest_version(spark, TRAINING_SET.location(lake))
+    leaky = _training(spark, lake, "2013Q1").withColumn("feature_max_source_date", F.col("flight_date"))
+    result = builder.GoldResult("2013Q1")
+    with pytest.raises(quality.GateFailed, match="no_feature_from_own_day_or_later"):
+        builder._stage_gate_publish(
+            spark, lake, _ctx(quality_config, "leak"), TRAINING_SET, leaky, "2013Q1", builder.training_set.checks("2013Q1", leaky.count(), quality_config), result
+        )
+    assert delta.latest_version(spark, TRAINING_SET.location(lake)) == version
+
+
+def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(lake, spark, quality_config):
+    may = [e for e in landing.extracts(lake, ["nyc_flights"], {"2013-05"}, every=100)][0].data.decode().splitlines()
+    lines, _ = _edit_lines(may, "distance", list(range(1, len(may), 2)), "0")  # half the rows impossible
+    landing.land_bytes(lake, "nyc/flights/2013-05.csv", ("\n".join(lines) + "\n").encode())
+    ingest.run(spark, lake, "ingest-poison", T0)
+    versions = {t.name: delta.latest_version(spark, t.location(lake)) for t in (SILVER_FLIGHTS, QUARANTINE, PROGRESS)}
+
+    ctx = _ctx(quality_config, "blocked")
+    with pytest.raises(quality.GateFailed) as blocked:
+        flights.run(spark, lake, ctx)
+    message = str(blocked.value)
+    assert "bronze_to_silver.flights" in message and "share:quarantined" in message and "unexpected rows" in message
+    assert {t.name: delta.latest_version(spark, t.location(lake)) for t in (SILVER_FLIGHTS, QUARANTINE, PROGRESS)} == versions
+    report = storage.client(lake, "admin").get_object("quality", f"reports/{ctx.run_id}/bronze_to_silver.flights.json").read()
+    assert json.loads(report)["success"] is False
+
+    # nothing was marked processed: the next run sees the same batch and is blocked again
+    with pytest.raises(quality.GateFailed):
+        flights.run(spark, lake, dataclasses.replace(ctx, run_id="build-test-blocked-again"))
