@@ -16,9 +16,9 @@ VEGA_SHA256 := 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3
 .PHONY: help setup venv jars data up down status demo test test-unit clean-state
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: venv jars data  ## venv with the locked dependencies, Spark jars, demo data (idempotent)
+setup: venv jars data tools  ## venv with the locked dependencies, Spark jars, demo data (idempotent)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/lock.txt pyproject.toml
@@ -57,11 +57,13 @@ down:  ## stop the local services
 status:  ## show the services and their health
 	$(BIN)/lakehouse status
 
-demo: setup  ## the main job: start services, land the real data, ingest it
+demo: setup  ## the main job: start services, land the real data, ingest it, build every quarter
 	$(BIN)/lakehouse up
 	$(BIN)/lakehouse land
 	$(BIN)/lakehouse ingest
+	$(BIN)/lakehouse build --all
 	$(BIN)/lakehouse tables
+	$(BIN)/lakehouse builds
 
 test: setup  ## run every test (starts its own services in a temporary folder)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -71,3 +73,6 @@ test-unit: setup  ## only the unit tests
 
 clean-state: down  ## stop the services and delete all local data (.lakehouse)
 	rm -rf $(LAKEHOUSE_HOME)
+
+# Further targets (docker-compose checks, docs) live in make/*.mk.
+-include make/*.mk

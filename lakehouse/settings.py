@@ -8,6 +8,7 @@ environment. A missing secret is an error that names the variable; it never fall
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +52,15 @@ class Settings:
     spark_driver_memory: str
     spark_driver_host: str
     spark_shuffle_partitions: int
+    spark_python: str
     jars_dir: Path
     sources_dir: Path
     mlflow_uri: str
     airflow_url: str
     weed_port_base: int
     quality_config: Path
+    retention_days: float = 200.0
+    code_version: str | None = None
     fail_at: str | None = None
 
     @property
@@ -144,12 +148,18 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         spark_driver_memory=get("SPARK_DRIVER_MEMORY", "6g"),
         spark_driver_host=get("SPARK_DRIVER_HOST", "127.0.0.1"),
         spark_shuffle_partitions=int(get("SPARK_SHUFFLE_PARTITIONS", "8")),
+        # the Python of Spark's workers (Arrow-based steps need pyarrow there); on a cluster, the
+        # path of the same environment on the workers
+        spark_python=get("SPARK_PYTHON", sys.executable),
         jars_dir=Path(get("JARS_DIR", str(PROJECT_ROOT / "jars" / "lib"))),
         sources_dir=Path(get("SOURCES_DIR", str(home / "sources"))),
         mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5000").rstrip("/"),
         airflow_url=get("AIRFLOW_URL", "http://127.0.0.1:8080").rstrip("/"),
         weed_port_base=int(get("WEED_PORT_BASE", "18330")),
         quality_config=Path(get("QUALITY_CONFIG", str(PROJECT_ROOT / "config" / "quality.toml"))),
+        # Delta log and deleted-file retention: two quarters plus a margin
+        retention_days=float(get("RETENTION_DAYS", "200")),
+        code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
     )
 

@@ -110,6 +110,8 @@ def build_session(
     """Start (or join) the SparkSession for a job acting as `roles`."""
     # The launcher reads SPARK_LOCAL_IP before any conf: without it Spark binds a public address.
     os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
+    # PySpark takes the workers' Python from the environment only, when the context starts
+    os.environ["PYSPARK_PYTHON"] = settings.spark_python
     builder = SparkSession.builder
     for key, value in {**spark_conf(settings, roles, app_name), **(extra or {})}.items():
         builder = builder.config(key, value)
