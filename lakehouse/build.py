@@ -7,10 +7,13 @@ rebuilding 2001Q1 leaves 2001Q2 untouched.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -18,10 +21,10 @@ from pyspark.sql import functions as F
 
 from gold import airport_daily, route_daily, training_set
 from gold.daily import eligible
-from lakehouse import conform, delta, quality, quarters, storage
+from lakehouse import conform, delta, digest, quality, quarters, storage
 from lakehouse.conform import RunContext, TableResult
 from lakehouse.settings import Settings
-from lakehouse.tables import AIRPORT_DAILY, INGEST_LOG, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
+from lakehouse.tables import REGISTRY, AIRPORT_DAILY, BUILDS, INGEST_LOG, PROGRESS, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
 from silver import airports, carriers, flights, planes, weather_hourly
 
 #: Silver jobs in dependency order: dimensions before the facts that reference them.
@@ -38,8 +41,13 @@ class GoldResult:
     quarter: str
     eligible_rows: int = 0
     rows: dict[str, int] = field(default_factory=dict)
-    versions: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # gold tables written
+    read_versions: dict[str, int] = field(default_factory=dict)  # silver and bronze tables read
     gates: list[str] = field(default_factory=list)
+    digest: str | None = None
+    build_id: str | None = None
+    mlflow_run_id: str | None = None
+    skipped_as: str | None = None  # the up-to-date build this one would repeat
     seconds: float = 0.0
 
 
@@ -84,32 +92,42 @@ def _month_range(start, end) -> list[str]:
     return months
 
 
-def _stage_gate_publish(
+def _stage_and_gate(
     spark: SparkSession, settings: Settings, ctx: RunContext, table: Table, df: DataFrame, quarter: str, checks: list[quality.Check], result: GoldResult
-) -> None:
-    """Write-audit-publish one gold table's quarter."""
+) -> DataFrame:
+    """Write one gold table's quarter where no reader looks, and audit it; return the staged rows (cached)."""
     staging = table.staging_location(settings, f"{ctx.run_id}/{quarter}")
     delta.overwrite(df, staging)
     staged = delta.read(spark, staging).persist(StorageLevel.MEMORY_AND_DISK)
+    suite = f"gold.{table.short_name}.{quarter}"
     try:
-        suite = f"gold.{table.short_name}.{quarter}"
-        quality.gate(settings, ctx.run_id, staged, suite, checks)
-        result.gates.append(suite)
-        delta.ensure_table(spark, settings, table)
-        result.versions[table.name] = delta.replace_where(staged, table.location(settings), f"quarter = '{quarter}'", user_metadata=ctx.run_id)
-        result.rows[table.name] = staged.count()
-    finally:
+        quality.gate(settings, ctx.run_id, staged, suite, checks, ctx.gates)
+    except Exception:
         staged.unpersist()
-    storage.remove_prefix(settings, "transform", "quality", f"staging/{table.name}/{ctx.run_id}/{quarter}/")
+        raise
+    result.gates.append(suite)
+    return staged
+
+
+def _publish_quarter(spark: SparkSession, settings: Settings, ctx: RunContext, staged: dict[str, DataFrame], quarter: str, result: GoldResult) -> None:
+    """Replace the quarter's partition of each gold table with its audited staged rows."""
+    for name, rows in staged.items():
+        table = REGISTRY[name]
+        delta.ensure_table(spark, settings, table)
+        result.versions[name] = delta.replace_where(rows, table.location(settings), f"quarter = '{quarter}'", user_metadata=ctx.run_id)
+        result.rows[name] = rows.count()
 
 
 def run_gold(spark: SparkSession, settings: Settings, quarter: str, ctx: RunContext) -> GoldResult:
-    """Build, gate and publish route_daily, airport_daily and the training set of one quarter."""
+    """Build route_daily, airport_daily and the training set of one quarter; publish all three only when all gates pass."""
     t0 = time.monotonic()
     result = GoldResult(quarter)
     start, end = quarters.parse(quarter)
     lookback = start - timedelta(days=LOOKBACK_DAYS)
-    silver_flights = conform.current(spark, settings, SILVER_FLIGHTS).where(
+    # the latest versions, recorded as read: one writer at a time, so nothing commits in between (a
+    # versionAsOf read of them would be refused once their commit is older than the file retention)
+    result.read_versions = read_versions(spark, settings)
+    silver_flights = delta.read(spark, SILVER_FLIGHTS.location(settings)).where(
         F.col("flight_month").isin(*_month_range(lookback, end)) & (F.col("flight_date") >= F.lit(lookback)) & (F.col("flight_date") < F.lit(end))
     )
     weather = conform.current(spark, settings, SILVER_WEATHER).where(
@@ -119,17 +137,125 @@ def run_gold(spark: SparkSession, settings: Settings, quarter: str, ctx: RunCont
     result.eligible_rows = eligible(silver_flights).where(in_quarter).count()
     routes = route_daily.build_route_daily(silver_flights).persist(StorageLevel.MEMORY_AND_DISK)
     origins = airport_daily.build_airport_daily(silver_flights).persist(StorageLevel.MEMORY_AND_DISK)
+    staged: dict[str, DataFrame] = {}
     try:
         of_quarter = F.col("quarter") == quarter
-        _stage_gate_publish(spark, settings, ctx, ROUTE_DAILY, routes.where(of_quarter), quarter, route_daily.checks(quarter, result.eligible_rows), result)
-        _stage_gate_publish(spark, settings, ctx, AIRPORT_DAILY, origins.where(of_quarter), quarter, airport_daily.checks(quarter, result.eligible_rows), result)
+        staged[ROUTE_DAILY.name] = _stage_and_gate(
+            spark, settings, ctx, ROUTE_DAILY, routes.where(of_quarter), quarter, route_daily.checks(quarter, result.eligible_rows), result
+        )
+        staged[AIRPORT_DAILY.name] = _stage_and_gate(
+            spark, settings, ctx, AIRPORT_DAILY, origins.where(of_quarter), quarter, airport_daily.checks(quarter, result.eligible_rows), result
+        )
         rows = training_set.build_training_set(silver_flights, routes, origins, weather, quarter, start, end)
-        _stage_gate_publish(spark, settings, ctx, TRAINING_SET, rows, quarter, training_set.checks(quarter, result.eligible_rows, ctx.config), result)
+        staged[TRAINING_SET.name] = _stage_and_gate(
+            spark, settings, ctx, TRAINING_SET, rows, quarter, training_set.checks(quarter, result.eligible_rows, ctx.config), result
+        )
+        _publish_quarter(spark, settings, ctx, staged, quarter, result)
     finally:
-        routes.unpersist()
-        origins.unpersist()
+        for frame in (routes, origins, *staged.values()):
+            frame.unpersist()
+        for table in (ROUTE_DAILY, AIRPORT_DAILY, TRAINING_SET):
+            storage.remove_prefix(settings, "transform", "quality", f"staging/{table.name}/{ctx.run_id}/{quarter}/")
+    published = delta.read(spark, TRAINING_SET.location(settings), result.versions[TRAINING_SET.name]).where(F.col("quarter") == quarter)
+    result.digest = digest.spark_digest(published)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def read_versions(spark: SparkSession, settings: Settings) -> dict[str, int]:
+    """The versions a gold build reads (silver flights and weather) and the bronze versions behind them."""
+    versions = {t.name: delta.latest_version(spark, t.location(settings)) for t in (SILVER_FLIGHTS, SILVER_WEATHER) if delta.exists(spark, t.location(settings))}
+    progress = conform.current(spark, settings, PROGRESS).where(F.col("consumer").isin(SILVER_FLIGHTS.name, SILVER_WEATHER.name))
+    for row in progress.collect():
+        versions[row["source_table"]] = int(row["last_version"])
+    return versions
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """A short digest of the rule and gate thresholds a build ran with."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def previous_builds(spark: SparkSession, settings: Settings) -> list[dict[str, Any]]:
+    """Every recorded build, oldest first."""
+    return [r.asDict(recursive=True) for r in conform.current(spark, settings, BUILDS).orderBy("ended_at").collect()]
+
+
+def up_to_date(previous: list[dict[str, Any]], quarter: str, reads: Mapping[str, int], code_version: str, config: str) -> str | None:
+    """The id of a succeeded build of `quarter` from the same inputs, code and configuration, if any."""
+    for row in reversed(previous):
+        if row["quarter"] == quarter and row["status"] == "SUCCEEDED":
+            same = dict(row["tables_read"]) == dict(reads) and row["code_version"] == code_version and row["config_digest"] == config
+            return row["build_id"] if same else None
+    return None
+
+
+def _record(
+    spark: SparkSession,
+    settings: Settings,
+    ctx: RunContext,
+    quarter: str,
+    code_version: str,
+    started: datetime,
+    silver: list[TableResult],
+    gold: GoldResult | None,
+    gates: list[quality.GateResult],
+    error: BaseException | None,
+) -> dict[str, Any]:
+    """Write the manifest row of one quarter's build and its MLflow run; return the row."""
+    from lakehouse import tracking
+
+    status = "FAILED" if error is not None else "SUCCEEDED"
+    build_id = f"{ctx.run_id}-{quarter}"
+    rows: dict[str, int] = {}
+    metrics: dict[str, float] = {}
+    for r in silver:
+        for fate, n in r.fates.items():
+            rows[f"{r.table}.{fate}"] = n
+            metrics[f"rows.{r.table}.{fate}"] = n
+        for rule, n in r.quarantined_by_rule.items():
+            metrics[f"quarantined.{r.table}.{rule}"] = n
+        metrics[f"seconds.{r.table}"] = r.seconds
+    written: dict[str, int] = {}
+    inputs: list[tuple[str, str, int, str, str]] = []
+    if gold is not None:
+        rows.update({t: n for t, n in gold.rows.items()})
+        rows["eligible_silver_rows"] = gold.eligible_rows
+        written = dict(gold.versions)
+        metrics.update({f"rows.{t}": n for t, n in gold.rows.items()})
+        metrics["seconds.gold"] = gold.seconds
+        if TRAINING_SET.name in gold.versions and gold.digest:
+            inputs.append((TRAINING_SET.name, TRAINING_SET.location(settings), gold.versions[TRAINING_SET.name], gold.digest, "training"))
+        for name, version in sorted(gold.read_versions.items()):
+            location = REGISTRY[name].location(settings)
+            inputs.append((name, location, version, tracking.identity_digest(location, version), "source"))
+    reads = dict(gold.read_versions) if gold is not None else {}
+    metrics["gates.passed"] = sum(g.success for g in gates)
+    metrics["gates.failed"] = sum(not g.success for g in gates)
+    record: dict[str, Any] = {
+        "build_id": build_id, "quarter": quarter, "status": status, "mlflow_run_id": None, "run_id": ctx.run_id,
+        "feature_contract_version": training_set.FEATURE_CONTRACT_VERSION, "code_version": code_version,
+        "config_digest": config_digest(ctx.config), "tables_read": reads, "tables_written": written, "digest": gold.digest if gold is not None else None,
+        "row_counts": rows, "gate_reports": {g.suite: g.report_uri for g in gates if g.report_uri},
+        "error": None if error is None else f"{type(error).__name__}: {error}"[:4000],
+        "started_at": started, "ended_at": datetime.now(timezone.utc).replace(tzinfo=None),
+    }  # fmt: skip
+    params = {
+        "quarter": quarter, "feature_contract_version": training_set.FEATURE_CONTRACT_VERSION, "code_version": code_version,
+        "spark_version": spark.version, "delta_version": _delta_version(), "build_id": build_id,
+        **tracking.flatten_params("gates", ctx.config["gates"]), **tracking.flatten_params("rules", ctx.config["rules"]),
+    }  # fmt: skip
+    schemas = {t.name: json.loads(t.schema.json()) for t in (TRAINING_SET, ROUTE_DAILY, AIRPORT_DAILY)}
+    tracking.log_build(settings, record, params, metrics, inputs, schemas)
+    delta.ensure_table(spark, settings, BUILDS)
+    delta.append(spark.createDataFrame([record], BUILDS.schema), BUILDS.location(settings))
+    return record
+
+
+def _delta_version() -> str:
+    from importlib.metadata import version
+
+    return version("delta-spark")
 
 
 def build(
@@ -137,17 +263,44 @@ def build(
     settings: Settings,
     wanted: list[str],
     ctx: RunContext,
+    code_version: str,
     on_silver: Callable[[TableResult], None] | None = None,
     on_gold: Callable[[GoldResult], None] | None = None,
+    force: bool = False,
 ) -> BuildReport:
-    """Silver for the new bronze rows, then gold for each wanted quarter."""
+    """Silver for the new bronze rows, then gold for each wanted quarter; every build is recorded.
+
+    A quarter whose last succeeded build read the same table versions with the same code and
+    configuration is skipped (it would produce the same training set), unless `force`.
+    Each failure is recorded as a FAILED build (manifest row and MLflow run) and raised.
+    """
     report = BuildReport(ctx.run_id)
     t0 = time.monotonic()
-    report.silver = run_silver(spark, settings, ctx, on_silver)
+    started = ctx.started_at.replace(tzinfo=None)
+    try:
+        report.silver = run_silver(spark, settings, ctx, on_silver)
+    except Exception as error:
+        for quarter in wanted:
+            _record(spark, settings, ctx, quarter, code_version, started, report.silver, None, list(ctx.gates), error)
+        raise
     report.seconds["silver"] = time.monotonic() - t0
+    silver_gates = list(ctx.gates)
+    previous = previous_builds(spark, settings)
     for quarter in wanted:
         t1 = time.monotonic()
-        result = run_gold(spark, settings, quarter, ctx)
+        same_as = None if force else up_to_date(previous, quarter, read_versions(spark, settings), code_version, config_digest(ctx.config))
+        if same_as is not None:
+            result = GoldResult(quarter, skipped_as=same_as)
+        else:
+            before = len(ctx.gates)
+            quarter_started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+            try:
+                result = run_gold(spark, settings, quarter, ctx)
+            except Exception as error:
+                _record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, None, silver_gates + ctx.gates[before:], error)
+                raise
+            record = _record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, result, silver_gates + ctx.gates[before:], None)
+            result.build_id, result.mlflow_run_id = record["build_id"], record["mlflow_run_id"]
         report.gold.append(result)
         report.seconds[f"gold {quarter}"] = time.monotonic() - t1
         if on_gold is not None:

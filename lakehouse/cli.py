@@ -199,6 +199,32 @@ def _silver_rows(results) -> list[list[object]]:
     return rows
 
 
+def code_version(settings: Settings) -> str:
+    """The git commit of the code (LAKEHOUSE_CODE_VERSION wins; `+dirty` when tracked files changed)."""
+    import subprocess
+
+    from lakehouse.settings import PROJECT_ROOT
+
+    if settings.code_version:
+        return settings.code_version
+    try:
+        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git checkout; set LAKEHOUSE_CODE_VERSION)"
+    return commit + ("+dirty" if dirty else "")
+
+
+def _print_builds(settings: Settings, report) -> None:
+    rows = [
+        [g.quarter, g.build_id or f"up to date: {g.skipped_as}", (g.digest or "")[:16], g.mlflow_run_id or "-"]
+        for g in report.gold
+    ]
+    if rows:
+        _summary("builds", ["quarter", "build", "digest", "MLflow run"], rows)
+        _print_mlflow(settings)
+
+
 def print_build_summary(report, spark_seconds: float, total_seconds: float) -> None:
     """Rows in and out per layer, quarantine per rule, gates, Delta versions, seconds per step."""
     _summary(
@@ -209,7 +235,8 @@ def print_build_summary(report, spark_seconds: float, total_seconds: float) -> N
     by_rule = [[r.table, rule, n] for r in report.silver for rule, n in sorted(r.quarantined_by_rule.items())]
     if by_rule:
         _summary("quarantined this run, by rule", ["table", "rule", "rows"], by_rule)
-    if report.gold:
+    built = [g for g in report.gold if g.skipped_as is None]
+    if built:
         _summary(
             "gold (rows per quarter; training rows = eligible silver flights)",
             ["quarter", "eligible", "training_set", "route_daily", "airport_daily", "versions (ts/route/airport)", "seconds"],
@@ -218,7 +245,7 @@ def print_build_summary(report, spark_seconds: float, total_seconds: float) -> N
                     g.quarter, g.eligible_rows, g.rows.get("gold.training_set", 0), g.rows.get("gold.route_daily", 0), g.rows.get("gold.airport_daily", 0),
                     "/".join(str(g.versions.get(t, "-")) for t in ("gold.training_set", "gold.route_daily", "gold.airport_daily")), f"{g.seconds:.1f}",
                 ]
-                for g in report.gold
+                for g in built
             ],
         )  # fmt: skip
     gates = sum(len(r.gates) for r in report.silver) + sum(len(g.gates) for g in report.gold)
@@ -230,8 +257,9 @@ def print_build_summary(report, spark_seconds: float, total_seconds: float) -> N
 def build(
     quarter: Annotated[Optional[list[str]], typer.Option(help="Quarter(s) to build, e.g. 2001Q1.")] = None,
     all_quarters: Annotated[bool, typer.Option("--all", help="Every quarter whose three months are ingested.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild quarters that are up to date.")] = False,
 ) -> None:
-    """Silver for the new bronze rows, then gold for the quarter(s), each behind its gate."""
+    """Silver for the new bronze rows, then gold for the quarter(s), each behind its gate; every build is recorded."""
     from lakehouse import build as builder
     from lakehouse import quality
     from lakehouse.conform import RunContext
@@ -268,8 +296,9 @@ def build(
             progress.advance(task)
             progress.update(task, description=f"gold: {g.quarter} done")
 
-        report = builder.build(spark, settings, wanted, ctx, on_silver, on_gold)
+        report = builder.build(spark, settings, wanted, ctx, code_version(settings), on_silver, on_gold, force=force)
     print_build_summary(report, spark_s, time.monotonic() - t0)
+    _print_builds(settings, report)
 
 
 quarantine_app = typer.Typer(help="Rows that failed a silver rule, and replaying them.")
@@ -341,14 +370,80 @@ def history(
 
 @app.command()
 def export(
-    table: Annotated[str, typer.Argument(help="Registered table name.")],
-    to: Annotated[Path, typer.Option("--to", help="Local Parquet file to write.")],
-    version: Annotated[Optional[int], typer.Option(help="Delta version (default: latest).")] = None,
+    table: Annotated[Optional[str], typer.Argument(help="Registered table name (or use --quarter for a training set).")] = None,
+    to: Annotated[Path, typer.Option("--to", help="Local Parquet file to write.")] = Path("export.parquet"),
+    version: Annotated[Optional[int], typer.Option(help="Delta version of TABLE (default: latest).")] = None,
+    quarter: Annotated[Optional[str], typer.Option(help="Export the training set of this quarter, as a recorded build wrote it.")] = None,
+    build: Annotated[str, typer.Option(help="With --quarter: a build id, or latest.")] = "latest",
 ) -> None:
-    """Write a table (as of a version) to one local Parquet file."""
+    """Write a table (as of a version), or a recorded training set (digest verified), to one local Parquet file."""
+    import pyarrow.parquet as pq
+
+    from lakehouse import delivery
+
+    settings = _settings()
     t0 = time.monotonic()
-    rows = inspect.export(_settings(), tables.get(table), to, version)
+    if quarter:
+        record = delivery.resolve(settings, quarter, build)
+        rows = delivery.read_arrow(settings, record)
+        to.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, to)
+        err.print(f"wrote {rows.num_rows:,} rows of {quarter} (build {record['build_id']}, digest {record['digest'][:16]}... verified) to {to} in {time.monotonic() - t0:.1f} s")
+        return
+    if not table:
+        raise typer.BadParameter("give a TABLE or --quarter")
+    rows = inspect.export(settings, tables.get(table), to, version)
     err.print(f"wrote {rows:,} rows of {table}{'' if version is None else f' v{version}'} to {to} in {time.monotonic() - t0:.1f} s")
+
+
+@app.command(name="builds")
+def list_builds(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """Every recorded build, newest first (read as the ml role)."""
+    from lakehouse import delivery
+
+    settings = _settings()
+    found = delivery.builds(settings)
+    if as_json:
+        print(json.dumps(found, default=str))
+        return
+    _summary(
+        "builds (newest first)",
+        ["build", "quarter", "status", "training rows", "digest", "training_set version", "code", "ended"],
+        [
+            [b["build_id"], b["quarter"], b["status"], b["row_counts"].get("gold.training_set", 0), (b["digest"] or "-")[:16],
+             b["tables_written"].get("gold.training_set", "-"), b["code_version"][:12], str(b["ended_at"])[:19]]
+            for b in found
+        ],
+    )  # fmt: skip
+    _print_mlflow(settings)
+
+
+def _print_mlflow(settings: Settings) -> None:
+    from lakehouse.tracking import EXPERIMENT
+
+    err.print(f"MLflow UI: {settings.mlflow_uri}/#/experiments (experiment {EXPERIMENT}: one run per build, its Delta inputs under Datasets)")
+
+
+@app.command()
+def maintain() -> None:
+    """OPTIMIZE and VACUUM every table, keeping every file a recorded build still needs."""
+    from lakehouse import maintenance
+    from lakehouse.spark import build_session
+
+    settings = _settings()
+    t0 = time.monotonic()
+    spark = build_session(settings, maintenance.ROLES, app_name="lakehouse-maintain")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with _progress() as progress:
+        task = progress.add_task("maintaining", total=None)
+        reports = maintenance.run(spark, settings, now, on_table=lambda r: progress.update(task, description=f"maintained {r.table}"))
+    _summary(
+        f"maintain: {time.monotonic() - t0:.1f} s, retention {settings.retention_days:g} days",
+        ["table", "files before", "bytes before", "files after", "bytes after", "retained hours", "kept for build", "seconds"],
+        [[r.table, r.files_before, r.bytes_before, r.files_after, r.bytes_after, f"{r.retain_hours:.0f}", ", ".join(r.kept_for) or "-", f"{r.seconds:.1f}"] for r in reports],
+    )
+    saved = sum(r.bytes_before - r.bytes_after for r in reports)
+    err.print(f"bytes saved: {saved:,} (files {sum(r.files_before for r in reports):,} -> {sum(r.files_after for r in reports):,})")
 
 
 def main() -> None:

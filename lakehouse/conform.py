@@ -46,6 +46,7 @@ class RunContext:
     started_at: datetime
     config: Mapping[str, Any]
     replay: bool = False
+    gates: list = field(default_factory=list)  # every GateResult of the run, in order
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,11 @@ _BRONZE_RAW = (
 )  # fmt: skip
 
 
-def current(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
-    """A table's current rows, or an empty frame of its schema when it does not exist yet."""
+def current(spark: SparkSession, settings: Settings, table: Table, version: int | None = None) -> DataFrame:
+    """A table's rows (as of `version`, else the latest), or an empty frame of its schema when it does not exist yet."""
     location = table.location(settings)
     if delta.exists(spark, location):
-        return delta.read(spark, location)
+        return delta.read(spark, location, version)
     return spark.createDataFrame([], table.schema)
 
 
@@ -344,7 +345,7 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
                 result.quarantined_by_rule[r["rule"]] = int(r["count"])
         result.fates = {fate: counts.get(fate, 0) for fate in (*FATES, "merged") if counts.get(fate, 0) or fate in FATES}
         suite = f"bronze_to_silver.{spec.table.short_name}"
-        quality.gate(settings, ctx.run_id, fated, suite, bronze_to_silver_checks(spec, result.input_rows, ctx.config, ctx.replay))
+        quality.gate(settings, ctx.run_id, fated, suite, bronze_to_silver_checks(spec, result.input_rows, ctx.config, ctx.replay), ctx.gates)
         result.gates.append(suite)
 
         staging = spec.table.staging_location(settings, ctx.run_id)
@@ -353,7 +354,7 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
         try:
             framed = spec.gate_frame(spark, settings, staged) if spec.gate_frame else staged
             suite = f"silver.{spec.table.short_name}"
-            quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]))
+            quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]), ctx.gates)
             result.gates.append(suite)
             result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx)
         finally:

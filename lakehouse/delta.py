@@ -16,6 +16,12 @@ from lakehouse.settings import Settings
 from lakehouse.tables import Table
 
 
+def retention_properties(hours: float) -> dict[str, str]:
+    """How long Delta keeps old log entries and removed files (time travel reaches back this far)."""
+    interval = f"interval {round(hours)} hours"
+    return {"delta.logRetentionDuration": interval, "delta.deletedFileRetentionDuration": interval}
+
+
 def exists(spark: SparkSession, location: str) -> bool:
     return DeltaTable.isDeltaTable(spark, location)
 
@@ -35,7 +41,7 @@ def ensure_table(spark: SparkSession, settings: Settings, table: Table, location
         )
     if table.partition_by:
         builder = builder.partitionedBy(*table.partition_by)
-    for key, value in table.table_properties().items():
+    for key, value in {**table.table_properties(), **retention_properties(settings.retention_days * 24)}.items():
         builder = builder.property(key, value)
     delta_table = builder.execute()
     for name, expression in table.constraints.items():

@@ -154,10 +154,15 @@ def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: A
     return f"s3://{bucket}/{prefix}.json"
 
 
-def gate(settings: Settings, run_id: str, df: DataFrame, suite: str, checks: Sequence[Check]) -> GateResult:
-    """Validate, store the report, and raise GateFailed if any expectation failed."""
+def gate(settings: Settings, run_id: str, df: DataFrame, suite: str, checks: Sequence[Check], collector: list | None = None) -> GateResult:
+    """Validate, store the report, and raise GateFailed if any expectation failed.
+
+    Every result, passed or failed, is appended to `collector` (the run's list of gates).
+    """
     result, gx_result = validate(df, suite, checks)
     result.report_uri = store_report(settings, run_id, result, gx_result)
+    if collector is not None:
+        collector.append(result)
     log.info("gate %s: %s", suite, "passed" if result.success else "FAILED")
     if not result.success:
         raise GateFailed(result)

@@ -26,6 +26,8 @@ _TYPES: Mapping[str, T.DataType] = {
     "TIMESTAMP_NTZ": T.TimestampNTZType(),
     "BINARY": T.BinaryType(),
     "ARRAY<STRING>": T.ArrayType(T.StringType()),
+    "MAP<STRING,BIGINT>": T.MapType(T.StringType(), T.LongType()),
+    "MAP<STRING,STRING>": T.MapType(T.StringType(), T.StringType()),
 }
 
 
@@ -454,6 +456,32 @@ TRAINING_SET = Table(
     constraints={"no_future_features": "feature_max_source_date IS NULL OR feature_max_source_date < flight_date"},
 )
 
+BUILDS = Table(
+    name="gold._builds",
+    columns=(
+        Col("build_id", "STRING", False),
+        Col("quarter", "STRING", False),
+        Col("status", "STRING", False, "SUCCEEDED | FAILED"),
+        Col("mlflow_run_id", "STRING", True),
+        Col("run_id", "STRING", False, "the `lakehouse build` invocation that made it"),
+        Col("feature_contract_version", "STRING", False),
+        Col("code_version", "STRING", False, "git commit of the code (+dirty when uncommitted changes)"),
+        Col("config_digest", "STRING", False, "digest of the rule and gate thresholds (config/quality.toml)"),
+        Col("tables_read", "MAP<STRING,BIGINT>", False, "Delta version of every table the build read"),
+        Col("tables_written", "MAP<STRING,BIGINT>", False, "Delta version of every table the build wrote"),
+        Col("digest", "STRING", True, "content digest of the quarter's training set (lakehouse.digest)"),
+        Col("row_counts", "MAP<STRING,BIGINT>", False),
+        Col("gate_reports", "MAP<STRING,STRING>", False, "gate suite -> report location"),
+        Col("error", "STRING", True, "why a failed build failed"),
+        Col("started_at", "TIMESTAMP", False),
+        Col("ended_at", "TIMESTAMP", False),
+    ),
+    description="The build manifest: one row per quarterly build, failed ones too; what each read, wrote and digested",
+    owner="transform",
+    keys=("build_id",),
+    properties={"delta.appendOnly": "true"},
+)
+
 ALL_TABLES: tuple[Table, ...] = (
     *BRONZE_TABLES,
     INGEST_LOG,
@@ -467,6 +495,7 @@ ALL_TABLES: tuple[Table, ...] = (
     ROUTE_DAILY,
     AIRPORT_DAILY,
     TRAINING_SET,
+    BUILDS,
 )
 
 REGISTRY: Mapping[str, Table] = {t.name: t for t in ALL_TABLES}

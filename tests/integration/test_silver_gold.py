@@ -27,6 +27,7 @@ from silver import flights
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 2, 1, 8, 0, 0)
+CODE = "test-code"
 STATE: dict = {}
 
 
@@ -57,7 +58,7 @@ def lake(module_lake, spark, quality_config):
     landing.land(settings, ["nyc_weather"], {"2013-01", "2013-02", "2013-03"})
     landing.land(settings, ["bts_airports", "nyc_airports", "nyc_airlines", "nyc_planes"])
     ingest.run(spark, settings, "ingest-base", T0)
-    STATE["first"] = builder.build(spark, settings, ["2013Q1", "2001Q1"], _ctx(quality_config, "first"))
+    STATE["first"] = builder.build(spark, settings, ["2013Q1", "2001Q1"], _ctx(quality_config, "first"), CODE)
     return settings
 
 
@@ -147,7 +148,7 @@ def test_a_rebuild_changes_nothing_and_leaves_other_quarters_alone(lake, spark, 
     before_rows = before.collect()
     files_2001 = _files(lake, "2001Q1")
 
-    report = builder.build(spark, lake, ["2013Q1"], _ctx(quality_config, "rebuild"))
+    report = builder.build(spark, lake, ["2013Q1"], _ctx(quality_config, "rebuild"), CODE, force=True)
     assert all(r.skipped for r in report.silver)  # no new bronze rows: silver reads nothing
     after = _training(spark, lake, "2013Q1")
     assert after.count() == len(before_rows) == after.select("flight_id").distinct().count()
@@ -247,10 +248,22 @@ def test_a_failing_gold_gate_publishes_nothing(lake, spark, quality_config):
     leaky = _training(spark, lake, "2013Q1").withColumn("feature_max_source_date", F.col("flight_date"))
     result = builder.GoldResult("2013Q1")
     with pytest.raises(quality.GateFailed, match="no_feature_from_own_day_or_later"):
-        builder._stage_gate_publish(
+        builder._stage_and_gate(
             spark, lake, _ctx(quality_config, "leak"), TRAINING_SET, leaky, "2013Q1", builder.training_set.checks("2013Q1", leaky.count(), quality_config), result
         )
     assert delta.latest_version(spark, TRAINING_SET.location(lake)) == version
+
+
+def test_a_quarter_publishes_all_of_its_gold_tables_or_none(lake, spark, quality_config):
+    strict = json.loads(json.dumps(quality_config))
+    strict["gates"]["gold"]["min_rows"] = 10**9  # only the training set's gate reads it, and it runs last
+    gold = [get(name) for name in ("gold.route_daily", "gold.airport_daily", "gold.training_set")]
+    versions = {t.name: delta.latest_version(spark, t.location(lake)) for t in gold}
+    with pytest.raises(quality.GateFailed, match="min_rows"):
+        builder.run_gold(spark, lake, "2013Q1", _ctx(strict, "all-or-none"))
+    assert {t.name: delta.latest_version(spark, t.location(lake)) for t in gold} == versions
+    staging = list(storage.client(lake, "admin").list_objects("quality", prefix="staging/", recursive=True))
+    assert [o.object_name for o in staging if "all-or-none" in o.object_name] == []
 
 
 def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(lake, spark, quality_config):

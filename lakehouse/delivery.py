@@ -1,0 +1,129 @@
+"""Delivery to the ML frontend: any recorded training set, back bit for bit, digest verified.
+
+`load_training_set` looks the build up in the manifest (`gold._builds`), reads the training set by
+time travel at the Delta version that build wrote, recomputes the content digest and refuses rows
+whose digest differs from the recorded one. Two paths return the same rows: Spark (for large
+reads on a cluster) and delta-rs/pyarrow (no JVM: notebooks and model code). Both need only the
+`ml` identity, which can read the gold bucket and write nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from lakehouse import digest, inspect
+from lakehouse.errors import UserError
+from lakehouse.settings import Settings
+from lakehouse.tables import BUILDS, TRAINING_SET
+
+
+class BuildNotFound(UserError):
+    """No recorded build matches the request."""
+
+
+class DigestMismatch(UserError):
+    """The rows read back do not have the digest the build recorded."""
+
+
+def builds(settings: Settings, role: str = "ml") -> list[dict[str, Any]]:
+    """Every recorded build, newest first (read with delta-rs)."""
+    dt = inspect.open_table(settings, BUILDS, role)
+    if dt is None:
+        return []
+    rows = dt.to_pyarrow_table().to_pylist()
+    for row in rows:
+        for column in ("tables_read", "tables_written", "row_counts", "gate_reports"):
+            row[column] = dict(row[column] or [])
+    return sorted(rows, key=lambda r: r["ended_at"], reverse=True)
+
+
+def resolve(settings: Settings, quarter: str, build: str = "latest", role: str = "ml") -> dict[str, Any]:
+    """The manifest row of a build: the latest succeeded build of the quarter, or the one named."""
+    recorded = builds(settings, role)
+    if build == "latest":
+        found = [b for b in recorded if b["quarter"] == quarter and b["status"] == "SUCCEEDED"]
+        if not found:
+            raise BuildNotFound(f"no succeeded build of {quarter} is recorded; run `lakehouse build --quarter {quarter}`")
+        return found[0]
+    for b in recorded:
+        if b["build_id"] == build:
+            if b["quarter"] != quarter:
+                raise BuildNotFound(f"build {build} is of {b['quarter']}, not {quarter}")
+            if b["status"] != "SUCCEEDED":
+                raise BuildNotFound(f"build {build} {b['status']}: {b['error']}")
+            return b
+    raise BuildNotFound(f"no build {build!r} is recorded; `lakehouse builds` lists them")
+
+
+def _check(found: str, record: dict[str, Any]) -> None:
+    if found != record["digest"]:
+        raise DigestMismatch(
+            f"training set of build {record['build_id']} has digest {found[:16]}..., the manifest recorded "
+            f"{record['digest'][:16]}...: the data at {TRAINING_SET.name} v{record['tables_written'][TRAINING_SET.name]} changed"
+        )
+
+
+def read_arrow(settings: Settings, record: dict[str, Any], role: str = "ml") -> pa.Table:
+    """A build's training rows through delta-rs and pyarrow (no Spark), digest verified."""
+    version = record["tables_written"][TRAINING_SET.name]
+    dt = inspect.open_table(settings, TRAINING_SET, role, version)
+    if dt is None:
+        raise BuildNotFound(f"{TRAINING_SET.name} does not exist at {TRAINING_SET.location(settings)}")
+    table = dt.to_pyarrow_dataset().to_table(filter=ds.field("quarter") == record["quarter"])
+    table = table.select(TRAINING_SET.column_names)
+    _check(digest.arrow_digest(table), record)
+    return table
+
+
+def read_spark(spark, settings: Settings, record: dict[str, Any]):
+    """A build's training rows as a Spark DataFrame (time travel), digest verified."""
+    from pyspark.sql import functions as F
+
+    from lakehouse import delta
+
+    version = record["tables_written"][TRAINING_SET.name]
+    # Delta refuses time travel past the deleted-file retention, as VACUUM may have removed the
+    # files; `lakehouse maintain` never removes a recorded build's files, and the digest proves it
+    check = "spark.databricks.delta.vacuum.enforceTimeTravelWithinDeletedFileRetentionDuration"
+    previous = spark.conf.get(check, "true")
+    spark.conf.set(check, "false")
+    try:
+        df = delta.read(spark, TRAINING_SET.location(settings), version).where(F.col("quarter") == record["quarter"])
+        _check(digest.spark_digest(df), record)
+    finally:
+        spark.conf.set(check, previous)
+    return df
+
+
+def load_training_set(
+    quarter: str,
+    build: str = "latest",
+    as_: Literal["spark", "pandas", "arrow"] = "pandas",
+    settings: Settings | None = None,
+    spark: Any = None,
+):
+    """The training set of `quarter` as a recorded build wrote it (`build`: "latest" or a build id).
+
+    `as_="spark"` uses the given SparkSession (or starts one as the `ml` role); "pandas" and
+    "arrow" read through delta-rs without a JVM. The content digest is always checked.
+    """
+    if settings is None:
+        from lakehouse.settings import load_settings
+
+        settings = load_settings()
+    record = resolve(settings, quarter, build)
+    if as_ == "spark":
+        if spark is None:
+            from lakehouse.spark import build_session
+
+            spark = build_session(settings, ["ml"], app_name=f"lakehouse-delivery-{quarter}")
+        return read_spark(spark, settings, record)
+    table = read_arrow(settings, record)
+    if as_ == "arrow":
+        return table
+    if as_ == "pandas":
+        return table.to_pandas()
+    raise ValueError(f"as_ must be 'spark', 'pandas' or 'arrow', not {as_!r}")
