@@ -16,7 +16,6 @@ rules section, how conflicts are resolved, its gate) and calls `run_table`:
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakehouse import delta, quality, storage
+from lakehouse.quarters import object_month
 from lakehouse.rules import FATES, assign_fates, mark_superseded
 from lakehouse.settings import Settings
 from lakehouse.tables import INGEST_LOG, PROGRESS, QUARANTINE, REGISTRY, Table
@@ -137,12 +137,16 @@ def _changes(spark: SparkSession, location: str, after: int, upto: int) -> DataF
 
 
 def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) -> DataFrame:
-    """`_source_object` -> `_latest_etag`: the newest ingested delivery of each of a feed's objects."""
+    """`_source_object` -> `_latest_etag`: the newest ingested delivery of each of a feed's objects.
+
+    Newest by the bronze commit that brought it: versions only grow, where two ingests may log the
+    same time.
+    """
     return (
         current(spark, settings, INGEST_LOG)
         .where((F.col("feed") == bronze.name) & F.col("status").isin("committed", "recovered"))
         .groupBy(F.col("object_key").alias("_source_object"))
-        .agg(F.max_by("etag", "logged_at").alias("_latest_etag"))
+        .agg(F.max_by("etag", F.struct("bronze_version", "logged_at")).alias("_latest_etag"))
     )
 
 
@@ -284,7 +288,7 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
         prune[column] = [r[0] for r in staged.select(column).distinct().collect()]
     if spec.replace_deliveries and not ctx.replay:
         objects = [r[0] for r in fated.where(F.col("_fate") != "superseded").select("_source_object").distinct().collect()]
-        months = [m for m in (_object_month(o) for o in objects) if m]
+        months = [m for m in (object_month(o) for o in objects) if m]
         for column in table.partition_by:
             prune[column] = sorted(set(prune[column]) | set(months))
         listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
@@ -293,11 +297,6 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
         spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, user_metadata=ctx.run_id
     )
     return version, {k: int(metrics.get(k, 0)) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
-
-
-def _object_month(key: str) -> str | None:
-    match = re.search(r"(\d{4}-\d{2})\.csv(\.gz)?$", key)
-    return match.group(1) if match else None
 
 
 def bronze_to_silver_checks(spec: SilverSpec, input_rows: int, cfg: Mapping[str, Any], replay: bool = False) -> list[quality.Check]:
