@@ -48,7 +48,7 @@ $(SOURCES)/$(VEGA)/.fetched:
 	rm -f $(SOURCES)/$(VEGA).tgz
 	@touch $@
 
-up: setup  ## start the local services (S3 server, MLflow) on 127.0.0.1
+up: setup  ## start the local services (S3 server, MLflow, Airflow) on 127.0.0.1
 	$(BIN)/lakehouse up
 
 down:  ## stop the local services
@@ -57,11 +57,11 @@ down:  ## stop the local services
 status:  ## show the services and their health
 	$(BIN)/lakehouse status
 
-demo: setup  ## the main job: start services, land the real data, ingest it, build every quarter
+demo: setup  ## the main job: start services, land the real data, ingest it, build every quarter through Airflow
 	$(BIN)/lakehouse up
 	$(BIN)/lakehouse land
 	$(BIN)/lakehouse ingest
-	$(BIN)/lakehouse build --all
+	$(BIN)/lakehouse backfill --all
 	$(BIN)/lakehouse tables
 	$(BIN)/lakehouse builds
 

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakehouse import delta, faults, storage
+from lakehouse.quarters import object_month
 from lakehouse.settings import Settings
 from lakehouse.storage import ObjectInfo
 from lakehouse.tables import BRONZE_TABLES, INGEST_LOG, Feed, Table
@@ -121,6 +122,14 @@ def new_objects(listed: Iterable[ObjectInfo], done: set[tuple[str, str]]) -> lis
     return sorted((o for o in listed if (o.key, o.etag) not in done), key=lambda o: o.key)
 
 
+def of_months(objects: Iterable[ObjectInfo], months: Iterable[str] | None) -> list[ObjectInfo]:
+    """The monthly extracts of `months` and every snapshot (all objects when `months` is None)."""
+    if months is None:
+        return list(objects)
+    wanted = set(months)
+    return [o for o in objects if object_month(o.key) in wanted or object_month(o.key) is None]
+
+
 def unsettled(log_rows: Iterable[dict]) -> dict[str, list[dict]]:
     """Pending log entries with no later outcome, grouped by run id."""
     rows = list(log_rows)
@@ -212,8 +221,9 @@ def ingest_feed(
     log_rows: list[dict],
     run_id: str,
     started_at: datetime,
+    months: Iterable[str] | None = None,
 ) -> FeedReport:
-    """Ingest one feed's new landing objects into its bronze table."""
+    """Ingest one feed's new landing objects (of `months` and snapshots, or all) into its bronze table."""
     t0 = time.monotonic()
     report = FeedReport(table.name)
     feed = table.feed
@@ -227,7 +237,7 @@ def ingest_feed(
         mine = [r.asDict() for r in log.collect()]
     done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in DONE}
     s3 = storage.client(settings, "ingest")
-    todo = new_objects(storage.list_objects(s3, settings.bucket("landing"), feed.prefix), done)
+    todo = of_months(new_objects(storage.list_objects(s3, settings.bucket("landing"), feed.prefix), done), months)
     if not todo:
         report.seconds = time.monotonic() - t0
         return report
@@ -263,8 +273,9 @@ def run(
     started_at: datetime,
     feeds: Iterable[str] | None = None,
     on_feed: Callable[[FeedReport], None] | None = None,
+    months: Iterable[str] | None = None,
 ) -> IngestReport:
-    """Ingest every selected feed (all when None); report objects and rows per feed."""
+    """Ingest every selected feed (all when None), only the extracts of `months` (and snapshots) when given."""
     wanted = None if feeds is None else {f if f.startswith("bronze.") else f"bronze.{f}" for f in feeds}
     delta.ensure_table(spark, settings, INGEST_LOG)
     log_rows = [r.asDict() for r in delta.read(spark, INGEST_LOG.location(settings)).collect()]
@@ -272,7 +283,7 @@ def run(
     for table in BRONZE_TABLES:
         if wanted is not None and table.name not in wanted:
             continue
-        feed_report = ingest_feed(spark, settings, table, log_rows, run_id, started_at)
+        feed_report = ingest_feed(spark, settings, table, log_rows, run_id, started_at, months)
         report.feeds.append(feed_report)
         if on_feed is not None:
             on_feed(feed_report)

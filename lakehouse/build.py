@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from gold import airport_daily, route_daily, training_set
 from gold.daily import eligible
-from lakehouse import conform, delta, digest, quality, quarters, storage
+from lakehouse import conform, delta, digest, faults, quality, quarters, storage
 from lakehouse.conform import RunContext, TableResult
 from lakehouse.settings import Settings
 from lakehouse.tables import REGISTRY, AIRPORT_DAILY, BUILDS, INGEST_LOG, PROGRESS, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
@@ -64,8 +64,8 @@ def ingested_months(spark: SparkSession, settings: Settings) -> list[str]:
     log = conform.current(spark, settings, INGEST_LOG).where(
         F.col("feed").isin(*FLIGHT_FEEDS) & F.col("status").isin("committed", "recovered")
     )
-    month = F.regexp_extract("object_key", r"(\d{4}-\d{2})\.csv(\.gz)?$", 1)
-    return sorted(r[0] for r in log.select(month.alias("m")).where(F.col("m") != "").distinct().collect())
+    month = quarters.extract_month(F.col("object_key"))
+    return sorted(r[0] for r in log.select(month.alias("m")).where(F.col("m").isNotNull()).distinct().collect())
 
 
 def ready_quarters(spark: SparkSession, settings: Settings) -> list[str]:
@@ -151,6 +151,7 @@ def run_gold(spark: SparkSession, settings: Settings, quarter: str, ctx: RunCont
             spark, settings, ctx, TRAINING_SET, rows, quarter, training_set.checks(quarter, result.eligible_rows, ctx.config), result
         )
         _publish_quarter(spark, settings, ctx, staged, quarter, result)
+        faults.checkpoint(settings, "gold.after_publish")
     finally:
         for frame in (routes, origins, *staged.values()):
             frame.unpersist()
@@ -190,7 +191,34 @@ def up_to_date(previous: list[dict[str, Any]], quarter: str, reads: Mapping[str,
     return None
 
 
-def _record(
+def gate_refs(gates: Sequence[quality.GateResult]) -> list[dict[str, Any]]:
+    """What a build record keeps of each gate: its suite, outcome and report."""
+    return [{"suite": g.suite, "success": g.success, "report_uri": g.report_uri} for g in gates]
+
+
+def code_version(settings: Settings) -> str:
+    """The git commit of the code (LAKEHOUSE_CODE_VERSION wins; `+dirty` when the code that builds data changed).
+
+    Only the code and its pins count (not docs, tests or benchmark results): an up-to-date build
+    is skipped when the code version matches.
+    """
+    import subprocess
+
+    from lakehouse.settings import PROJECT_ROOT
+
+    if settings.code_version:
+        return settings.code_version
+    try:
+        git = ["git", "-C", str(PROJECT_ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        code = ["lakehouse", "bronze", "silver", "gold", "orchestration", "config", "pyproject.toml", "requirements/lock.txt"]
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", *code], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git checkout; set LAKEHOUSE_CODE_VERSION)"
+    return commit + ("+dirty" if dirty else "")
+
+
+def record(
     spark: SparkSession,
     settings: Settings,
     ctx: RunContext,
@@ -199,14 +227,21 @@ def _record(
     started: datetime,
     silver: list[TableResult],
     gold: GoldResult | None,
-    gates: list[quality.GateResult],
+    gates: Sequence[Mapping[str, Any]],
     error: BaseException | None,
 ) -> dict[str, Any]:
-    """Write the manifest row of one quarter's build and its MLflow run; return the row."""
+    """Write the manifest row of one quarter's build and its MLflow run; return the row.
+
+    `gates` are the build's gate references (`gate_refs`). Recording the same build again (a
+    retried task) returns the row already written.
+    """
     from lakehouse import tracking
 
     status = "FAILED" if error is not None else "SUCCEEDED"
     build_id = f"{ctx.run_id}-{quarter}"
+    for row in previous_builds(spark, settings):
+        if row["build_id"] == build_id and row["status"] == status:
+            return row
     rows: dict[str, int] = {}
     metrics: dict[str, float] = {}
     for r in silver:
@@ -230,13 +265,13 @@ def _record(
             location = REGISTRY[name].location(settings)
             inputs.append((name, location, version, tracking.identity_digest(location, version), "source"))
     reads = dict(gold.read_versions) if gold is not None else {}
-    metrics["gates.passed"] = sum(g.success for g in gates)
-    metrics["gates.failed"] = sum(not g.success for g in gates)
+    metrics["gates.passed"] = sum(bool(g["success"]) for g in gates)
+    metrics["gates.failed"] = sum(not g["success"] for g in gates)
     record: dict[str, Any] = {
         "build_id": build_id, "quarter": quarter, "status": status, "mlflow_run_id": None, "run_id": ctx.run_id,
         "feature_contract_version": training_set.FEATURE_CONTRACT_VERSION, "code_version": code_version,
         "config_digest": config_digest(ctx.config), "tables_read": reads, "tables_written": written, "digest": gold.digest if gold is not None else None,
-        "row_counts": rows, "gate_reports": {g.suite: g.report_uri for g in gates if g.report_uri},
+        "row_counts": rows, "gate_reports": {g["suite"]: g["report_uri"] for g in gates if g["report_uri"]},
         "error": None if error is None else f"{type(error).__name__}: {error}"[:4000],
         "started_at": started, "ended_at": datetime.now(timezone.utc).replace(tzinfo=None),
     }  # fmt: skip
@@ -256,6 +291,16 @@ def _delta_version() -> str:
     from importlib.metadata import version
 
     return version("delta-spark")
+
+
+def gold_step(spark: SparkSession, settings: Settings, quarter: str, ctx: RunContext, code_version: str, force: bool = False) -> GoldResult:
+    """Gold for one quarter, unless its last succeeded build read the same inputs with the same code and config."""
+    if not force:
+        reads = read_versions(spark, settings)
+        same_as = up_to_date(previous_builds(spark, settings), quarter, reads, code_version, config_digest(ctx.config))
+        if same_as is not None:
+            return GoldResult(quarter, read_versions=reads, skipped_as=same_as)
+    return run_gold(spark, settings, quarter, ctx)
 
 
 def build(
@@ -281,26 +326,22 @@ def build(
         report.silver = run_silver(spark, settings, ctx, on_silver)
     except Exception as error:
         for quarter in wanted:
-            _record(spark, settings, ctx, quarter, code_version, started, report.silver, None, list(ctx.gates), error)
+            record(spark, settings, ctx, quarter, code_version, started, report.silver, None, gate_refs(ctx.gates), error)
         raise
     report.seconds["silver"] = time.monotonic() - t0
-    silver_gates = list(ctx.gates)
-    previous = previous_builds(spark, settings)
+    silver_gates = gate_refs(ctx.gates)
     for quarter in wanted:
         t1 = time.monotonic()
-        same_as = None if force else up_to_date(previous, quarter, read_versions(spark, settings), code_version, config_digest(ctx.config))
-        if same_as is not None:
-            result = GoldResult(quarter, skipped_as=same_as)
-        else:
-            before = len(ctx.gates)
-            quarter_started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-            try:
-                result = run_gold(spark, settings, quarter, ctx)
-            except Exception as error:
-                _record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, None, silver_gates + ctx.gates[before:], error)
-                raise
-            record = _record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, result, silver_gates + ctx.gates[before:], None)
-            result.build_id, result.mlflow_run_id = record["build_id"], record["mlflow_run_id"]
+        before = len(ctx.gates)
+        quarter_started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+        try:
+            result = gold_step(spark, settings, quarter, ctx, code_version, force)
+        except Exception as error:
+            record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, None, silver_gates + gate_refs(ctx.gates[before:]), error)
+            raise
+        if result.skipped_as is None:
+            row = record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, result, silver_gates + gate_refs(ctx.gates[before:]), None)
+            result.build_id, result.mlflow_run_id = row["build_id"], row["mlflow_run_id"]
         report.gold.append(result)
         report.seconds[f"gold {quarter}"] = time.monotonic() - t1
         if on_gold is not None:

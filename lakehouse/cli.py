@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from lakehouse import inspect, landing, services, tables
+from lakehouse import inspect, landing, quarters, services, tables
 from lakehouse.quarters import of_month as quarters_of
 from lakehouse.quarters import parse as quarters_parse
 from lakehouse.errors import UserError
@@ -60,15 +60,19 @@ def _summary(title: str, columns: list[str], rows: list[list[object]]) -> None:
 
 
 @app.command()
-def up() -> None:
-    """Start the local services (S3 server, MLflow) on 127.0.0.1 and create the buckets."""
+def up(jupyter: Annotated[bool, typer.Option("--jupyter", help="Also start JupyterLab on 127.0.0.1 (token in <home>/jupyter_token).")] = False) -> None:
+    """Start the local services (S3 server, MLflow, Airflow) on 127.0.0.1 and create the buckets."""
     settings = _settings()
     if settings.s3_is_local and services.generate_secrets(settings.secrets_file):
         err.print(f"generated local credentials in {settings.secrets_file} (mode 600, git-ignored)")
         settings = _settings()
     t0 = time.monotonic()
-    services.up(settings, lambda name, msg: err.print(f"[bold]{name}[/bold]: {msg}"))
+    services.up(settings, lambda name, msg: err.print(f"[bold]{name}[/bold]: {msg}"), jupyter=jupyter)
     _print_status(settings)
+    if settings.airflow_is_local:
+        err.print(f"Airflow UI: {settings.airflow_url} (user admin, password in {services.airflow_password_file(settings)})")
+    if jupyter:
+        err.print(f"JupyterLab: {services.JUPYTER.url(settings)} (token in {services.jupyter_token_file(settings)})")
     err.print(f"up in {time.monotonic() - t0:.1f} s; data and logs under {settings.home}")
 
 
@@ -100,6 +104,16 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on s
         _print_status(settings)
     if not all(s.healthy for s in found):
         raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def airflow(ctx: typer.Context) -> None:
+    """Run the `airflow` CLI against the local Airflow (e.g. `lakehouse airflow dags list`)."""
+    import subprocess
+
+    settings = _settings()
+    argv = [services._bin("airflow"), *ctx.args]
+    raise typer.Exit(subprocess.run(argv, env=services.airflow_env(settings), cwd=services.airflow_home(settings)).returncode)
 
 
 # ---------------------------------------------------------------- landing and ingestion
@@ -199,22 +213,6 @@ def _silver_rows(results) -> list[list[object]]:
     return rows
 
 
-def code_version(settings: Settings) -> str:
-    """The git commit of the code (LAKEHOUSE_CODE_VERSION wins; `+dirty` when tracked files changed)."""
-    import subprocess
-
-    from lakehouse.settings import PROJECT_ROOT
-
-    if settings.code_version:
-        return settings.code_version
-    try:
-        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git checkout; set LAKEHOUSE_CODE_VERSION)"
-    return commit + ("+dirty" if dirty else "")
-
-
 def _print_builds(settings: Settings, report) -> None:
     rows = [
         [g.quarter, g.build_id or f"up to date: {g.skipped_as}", (g.digest or "")[:16], g.mlflow_run_id or "-"]
@@ -296,9 +294,52 @@ def build(
             progress.advance(task)
             progress.update(task, description=f"gold: {g.quarter} done")
 
-        report = builder.build(spark, settings, wanted, ctx, code_version(settings), on_silver, on_gold, force=force)
+        report = builder.build(spark, settings, wanted, ctx, builder.code_version(settings), on_silver, on_gold, force=force)
     print_build_summary(report, spark_s, time.monotonic() - t0)
     _print_builds(settings, report)
+
+
+@app.command()
+def backfill(
+    quarter: Annotated[Optional[list[str]], typer.Option(help="Quarter(s) to build, e.g. 2013Q1.")] = None,
+    all_quarters: Annotated[bool, typer.Option("--all", help="Every quarter whose three months are ingested.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild quarters that are up to date.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the runs.")] = 7200,
+) -> None:
+    """Build quarters through Airflow: backfill lakehouse_quarterly_build and wait for its runs."""
+    from lakehouse import jobs, orchestrate
+
+    if not quarter and not all_quarters:
+        raise typer.BadParameter("give --quarter (repeatable) or --all")
+    settings = _settings()
+    wanted = sorted(set(quarter or []) | (set(quarters.complete(jobs.months_ingested(settings))) if all_quarters else set()))
+    if not wanted:
+        raise UserError("no quarter has all three months ingested: run `lakehouse land` and `lakehouse ingest` first")
+    for q in wanted:
+        quarters_parse(q)
+    t0 = time.monotonic()
+    client = orchestrate.AirflowClient(settings)
+    err.print(f"building {', '.join(wanted)} through Airflow: {settings.airflow_url}/dags/{orchestrate.BUILD_DAG}")
+    with _progress() as progress:
+        task = progress.add_task("waiting for Airflow", total=len(wanted))
+
+        def on_backfill(backfill_id: int, first, last) -> None:
+            err.print(f"Airflow backfill {backfill_id}: quarters starting {first} to {last}")
+
+        def on_update(runs) -> None:
+            done = [r for r in runs.values() if r.state in orchestrate.TERMINAL]
+            progress.update(task, completed=len(done), description="Airflow: " + ", ".join(f"{q} {r.state}" for q, r in sorted(runs.items())))
+
+        runs = orchestrate.run_quarters(client, wanted, force, timeout, on_update, on_backfill)
+    _summary(
+        f"quarterly builds through Airflow: {time.monotonic() - t0:.1f} s",
+        ["quarter", "Airflow run", "state", "seconds"],
+        [[q, r.run_id, r.state, "-" if r.seconds is None else f"{r.seconds:.0f}"] for q, r in sorted(runs.items())],
+    )
+    err.print(f"Airflow UI: {settings.airflow_url}/dags/{orchestrate.BUILD_DAG} (user admin, password in {services.airflow_password_file(settings)})")
+    failed = {q: orchestrate.failed_tasks(client, r.run_id) for q, r in runs.items() if r.state != "success"}
+    if failed:
+        raise UserError("Airflow runs failed: " + "; ".join(f"{q}: {', '.join(t) or 'see the UI'}" for q, t in failed.items()))
 
 
 quarantine_app = typer.Typer(help="Rows that failed a silver rule, and replaying them.")
@@ -440,10 +481,18 @@ def maintain() -> None:
     _summary(
         f"maintain: {time.monotonic() - t0:.1f} s, retention {settings.retention_days:g} days",
         ["table", "files before", "bytes before", "files after", "bytes after", "retained hours", "kept for build", "seconds"],
-        [[r.table, r.files_before, r.bytes_before, r.files_after, r.bytes_after, f"{r.retain_hours:.0f}", ", ".join(r.kept_for) or "-", f"{r.seconds:.1f}"] for r in reports],
+        [
+            [r.table, r.files_before, r.bytes_before, r.files_after, r.bytes_after, f"{r.retain_hours:.0f}", ", ".join(r.kept_for) or "-",
+             "unchanged since last run" if r.skipped else f"{r.seconds:.1f}"]
+            for r in reports
+        ],
+    )  # fmt: skip
+    change = sum(r.bytes_after - r.bytes_before for r in reports)
+    err.print(
+        f"bytes {sum(r.bytes_before for r in reports):,} -> {sum(r.bytes_after for r in reports):,} ({change:+,}); "
+        f"files {sum(r.files_before for r in reports):,} -> {sum(r.files_after for r in reports):,}; "
+        "compaction adds files that VACUUM removes once the retention has passed"
     )
-    saved = sum(r.bytes_before - r.bytes_after for r in reports)
-    err.print(f"bytes saved: {saved:,} (files {sum(r.files_before for r in reports):,} -> {sum(r.files_after for r in reports):,})")
 
 
 def main() -> None:

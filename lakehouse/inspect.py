@@ -7,6 +7,7 @@ statistics in the log) and stream data with pyarrow, batch by batch.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,20 @@ def history(settings: Settings, table: Table, limit: int | None = None) -> list[
         commits.append(
             {
                 "version": c.get("version"),
-                "timestamp": c.get("timestamp"),
+                "timestamp": _iso(c.get("timestamp")),
                 "operation": c.get("operation"),
                 "user_metadata": c.get("userMetadata"),
                 "metrics": json.dumps(metrics, sort_keys=True) if metrics else "",
             }
         )
     return commits
+
+
+def _iso(millis: int | None) -> str | None:
+    """A commit time (epoch milliseconds in the Delta log) as ISO 8601 UTC."""
+    if millis is None:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 def export(settings: Settings, table: Table, target: Path, version: int | None = None, role: str = "transform") -> int:

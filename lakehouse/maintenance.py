@@ -13,6 +13,9 @@
   bronze versions that builds read are lineage: they stay readable for the retention window.
   Run maintenance at least once per retention window (the quarterly DAG runs it every quarter).
 
+A table whose last commit is the previous run's (logged) VACUUM, less than a day old, is skipped:
+maintenance follows the writes, so running it after every build costs little.
+
 Run it with no writer active: Delta on S3 allows one writer per table at a time.
 """
 
@@ -22,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 from delta.tables import DeltaTable
@@ -42,6 +45,7 @@ ROLES = ("ingest", "transform")
 #: Delta refuses VACUUM below a week unless this check is off; a shorter configured retention is deliberate.
 _SAFETY_HOURS = 168
 _MARGIN_HOURS = 1.0
+_FRESH = timedelta(hours=24)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class TableMaintenance:
     bytes_after: int = 0
     retain_hours: float = 0.0
     kept_for: list[str] = field(default_factory=list)
+    skipped: bool = False  # nothing written since its last maintenance
     seconds: float = 0.0
 
 
@@ -111,14 +116,21 @@ def hours_to_keep(spark: SparkSession, location: str, version: int, now: datetim
     return max((now - history[0]["timestamp"]).total_seconds() / 3600, 0.0) + window_hours + _MARGIN_HOURS
 
 
-def _set_retention(spark: SparkSession, location: str, hours: float) -> None:
-    """Set the log and deleted-file retention, committing only when it changes."""
+def _set_retention(spark: SparkSession, location: str, hours: float) -> bool:
+    """Set the log and deleted-file retention, committing only when it changes; True when it did."""
     wanted = delta.retention_properties(hours)
     current = DeltaTable.forPath(spark, location).detail().select("properties").first()["properties"] or {}
     if all(current.get(k) == v for k, v in wanted.items()):
-        return
+        return False
     listed = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
     spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({listed})")
+    return True
+
+
+def maintained_since_last_write(spark: SparkSession, location: str, now: datetime) -> bool:
+    """The table's last commit is a VACUUM of ours, from less than a day ago: nothing to compact or remove."""
+    last = DeltaTable.forPath(spark, location).history(1).select("operation", "timestamp").first()
+    return last["operation"] == "VACUUM END" and now - last["timestamp"] < _FRESH
 
 
 def maintain_table(spark: SparkSession, settings: Settings, table: Table, pins: dict[str, tuple[int, str]], now: datetime) -> TableMaintenance:
@@ -135,7 +147,11 @@ def maintain_table(spark: SparkSession, settings: Settings, table: Table, pins: 
         if needed > configured:
             report.retain_hours = needed
             report.kept_for.append(f"{build_id} ({table.name} v{version})")
-    _set_retention(spark, location, report.retain_hours)
+    if not _set_retention(spark, location, report.retain_hours) and maintained_since_last_write(spark, location, now):
+        report.skipped = True
+        report.files_after, report.bytes_after = report.files_before, report.bytes_before
+        report.seconds = time.monotonic() - t0
+        return report
     zorder = ZORDER.get(table.name)
     statement = optimize_statement(location, zorder, fragmented(settings, table) if zorder else None)
     if statement is not None:
@@ -145,6 +161,8 @@ def maintain_table(spark: SparkSession, settings: Settings, table: Table, pins: 
     try:
         if report.retain_hours < _SAFETY_HOURS:
             spark.conf.set(check, "false")
+        # logged VACUUMs are commits: the next run sees that nothing was written since
+        spark.conf.set("spark.databricks.delta.vacuum.logging.enabled", "true")
         spark.sql(f"VACUUM delta.`{location}` RETAIN {report.retain_hours:.3f} HOURS")
     finally:
         spark.conf.set(check, previous)

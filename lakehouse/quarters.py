@@ -11,6 +11,21 @@ from pyspark.sql import functions as F
 
 _QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
 
+#: A monthly extract's object name ends in its month: `bts/flights/2001-01.csv.gz`.
+EXTRACT_MONTH = r"(\d{4}-\d{2})\.csv(\.gz)?$"
+
+
+def object_month(key: str) -> str | None:
+    """The yyyy-MM of a monthly extract's object key, None for a snapshot."""
+    match = re.search(EXTRACT_MONTH, key)
+    return match.group(1) if match else None
+
+
+def extract_month(source_object: Column) -> Column:
+    """`object_month` as a Spark column expression (null for a snapshot)."""
+    month = F.regexp_extract(source_object, EXTRACT_MONTH, 1)
+    return F.when(month != "", month)
+
 
 def parse(quarter: str) -> tuple[date, date]:
     """`2001Q2` -> (2001-04-01, 2001-07-01): first day and the day after the last."""
@@ -27,6 +42,13 @@ def months(quarter: str) -> list[str]:
     """The quarter's months as yyyy-MM."""
     start, _ = parse(quarter)
     return [f"{start.year:04d}-{start.month + i:02d}" for i in range(3)]
+
+
+def of_interval(start: date) -> str:
+    """The quarter that starts on `start` (a quarter-long data interval's start)."""
+    if start.day != 1 or start.month not in (1, 4, 7, 10):
+        raise ValueError(f"{start} does not start a quarter")
+    return f"{start.year}Q{(start.month - 1) // 3 + 1}"
 
 
 def of_month(month: str) -> str:

@@ -53,12 +53,6 @@ def unparseable(raw: Column, parsed: Column) -> Column:
     return ~blank(raw) & parsed.isNull()
 
 
-def extract_month(source_object: Column) -> Column:
-    """The yyyy-MM a monthly extract's object name carries (`bts/flights/2001-01.csv.gz`), else null."""
-    month = F.regexp_extract(source_object, r"(\d{4}-\d{2})\.csv(\.gz)?$", 1)
-    return F.when(month != "", month)
-
-
 def mark_superseded(df: DataFrame, latest: DataFrame) -> DataFrame:
     """Add `_superseded`: the row's delivery is older than the latest delivery of its object.
 

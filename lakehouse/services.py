@@ -25,7 +25,7 @@ import requests
 
 from lakehouse import storage
 from lakehouse.errors import UserError
-from lakehouse.settings import ROLES, Settings
+from lakehouse.settings import ROLES, Settings, to_environment
 
 HEALTH_TIMEOUT_S = 90
 
@@ -164,9 +164,137 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+# ---------------------------------------------------------------- Airflow
+
+
+def airflow_home(settings: Settings) -> Path:
+    return settings.home / "airflow"
+
+
+def airflow_password_file(settings: Settings) -> Path:
+    """The generated password of the Airflow UI's `admin` user (mode 600, under the git-ignored home)."""
+    return airflow_home(settings) / "passwords.json"
+
+
+def _airflow_secrets(settings: Settings) -> dict[str, str]:
+    """Airflow's own keys, generated once: every component must share the JWT secret."""
+    path = airflow_home(settings) / "secrets.json"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        keys = {"jwt_secret": secrets.token_urlsafe(32), "api_secret_key": secrets.token_urlsafe(32), "fernet_key": Fernet.generate_key().decode()}
+        _write_private(path, json.dumps(keys))
+    if not airflow_password_file(settings).exists():
+        _write_private(airflow_password_file(settings), json.dumps({"admin": secrets.token_urlsafe(18)}))
+    return json.loads(path.read_text())
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """The environment of every Airflow process: its home, SQLite, LocalExecutor, loopback, our DAGs.
+
+    The tasks call the library, which reads the LAKEHOUSE_* variables: they are those of `settings`,
+    so the DAGs act on the same lakehouse as the CLI that started Airflow.
+    """
+    from lakehouse.settings import PROJECT_ROOT
+
+    home = airflow_home(settings)
+    keys = _airflow_secrets(settings)
+    port = _port(settings.airflow_url)
+    return {
+        **_clean_env(), **to_environment(settings),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "orchestration"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_password_file(settings)),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": settings.airflow_url,
+        "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(settings.logs_dir / "airflow"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "NO_PROXY": "*",
+    }  # fmt: skip
+
+
+def _airflow(component: list[str]) -> Callable[[Settings], tuple[list[str], Mapping[str, str], Path]]:
+    def prepare(settings: Settings) -> tuple[list[str], Mapping[str, str], Path]:
+        home = airflow_home(settings)
+        home.mkdir(parents=True, exist_ok=True)
+        return [_bin("airflow"), *component], airflow_env(settings), home
+
+    return prepare
+
+
+def _airflow_api_prepare(settings: Settings) -> tuple[list[str], Mapping[str, str], Path]:
+    """Before the API server: migrate the metadata database and create the writers' pool."""
+    from lakehouse.jobs import WRITERS_POOL
+
+    argv, env, home = _airflow(["api-server", "--host", "127.0.0.1", "--port", str(_port(settings.airflow_url)), "--workers", "1"])(settings)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.logs_dir / "airflow-setup.log", "ab") as log:
+        for command in (["db", "migrate"], ["pools", "set", WRITERS_POOL, "1", "one writer at a time: Delta on S3 has a single-driver log store"]):
+            done = subprocess.run([_bin("airflow"), *command], env=dict(env), cwd=home, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+            if done.returncode != 0:
+                raise ServiceError(f"`airflow {' '.join(command[:2])}` failed; see {settings.logs_dir / 'airflow-setup.log'}")
+    return argv, env, home
+
+
+def _airflow_health(settings: Settings) -> dict:
+    try:
+        response = requests.get(f"{settings.airflow_url}/api/v2/monitor/health", timeout=3)
+        return response.json() if response.status_code == 200 else {}
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+def _component_healthy(key: str) -> Callable[[Settings], bool]:
+    return lambda s: (_airflow_health(s).get(key) or {}).get("status") == "healthy"
+
+
+# ---------------------------------------------------------------- JupyterLab (optional)
+
+
+def jupyter_token_file(settings: Settings) -> Path:
+    return settings.home / "jupyter_token"
+
+
+def _jupyter_prepare(settings: Settings) -> tuple[list[str], Mapping[str, str], Path]:
+    from lakehouse.settings import PROJECT_ROOT
+
+    token_file = jupyter_token_file(settings)
+    if not token_file.exists():
+        _write_private(token_file, secrets.token_urlsafe(24))
+    env = {**_clean_env(), **to_environment(settings)}
+    env["JUPYTER_TOKEN"] = token_file.read_text().strip()
+    argv = [
+        _bin("jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={settings.jupyter_port}",
+        f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}",
+    ]  # fmt: skip
+    return argv, env, PROJECT_ROOT / "notebooks"
+
+
 SERVICES: tuple[Service, ...] = (
     Service("s3", lambda s: s.s3_endpoint, lambda s: s.s3_is_local, _weed_prepare, _s3_healthy),
     Service("mlflow", lambda s: s.mlflow_uri, lambda s: s.mlflow_is_local, _mlflow_prepare, lambda s: _http_ok(f"{s.mlflow_uri}/health")),
+    Service("airflow-api", lambda s: s.airflow_url, lambda s: s.airflow_is_local, _airflow_api_prepare, _component_healthy("metadatabase")),
+    Service("airflow-scheduler", lambda s: s.airflow_url, lambda s: s.airflow_is_local, _airflow(["scheduler", "--skip-serve-logs"]), _component_healthy("scheduler")),
+    Service("airflow-dag-processor", lambda s: s.airflow_url, lambda s: s.airflow_is_local, _airflow(["dag-processor"]), _component_healthy("dag_processor")),
+    Service("airflow-triggerer", lambda s: s.airflow_url, lambda s: s.airflow_is_local, _airflow(["triggerer", "--skip-serve-logs"]), _component_healthy("triggerer")),
+)
+
+#: Started only on request (`lakehouse up --jupyter`).
+JUPYTER = Service(
+    "jupyter", lambda s: f"http://127.0.0.1:{s.jupyter_port}/lab", lambda s: True, _jupyter_prepare, lambda s: _http_ok(f"http://127.0.0.1:{s.jupyter_port}/api")
 )
 
 
@@ -258,18 +386,23 @@ class ServiceStatus:
     managed: bool  # started by `up` (a local service) rather than external
 
 
+def _selected(settings: Settings, jupyter: bool = False) -> tuple[Service, ...]:
+    """The services of the stack: the fixed ones, and JupyterLab when asked for or already running."""
+    return (*SERVICES, JUPYTER) if jupyter or running_pid(settings, JUPYTER.name) is not None else SERVICES
+
+
 def status(settings: Settings) -> list[ServiceStatus]:
     """Every service, its URL, whether it answers, and the pid `up` recorded."""
     return [
         ServiceStatus(s.name, s.url(settings), s.healthy(settings), running_pid(settings, s.name), s.enabled(settings))
-        for s in SERVICES
+        for s in _selected(settings)
     ]
 
 
-def up(settings: Settings, on_service: Callable[[str, str], None] | None = None) -> list[ServiceStatus]:
+def up(settings: Settings, on_service: Callable[[str, str], None] | None = None, jupyter: bool = False) -> list[ServiceStatus]:
     """Start every local service that is not running, wait for health, create the buckets."""
     notify = on_service or (lambda name, message: None)
-    for service in SERVICES:
+    for service in _selected(settings, jupyter):
         if not service.enabled(settings):
             notify(service.name, f"external at {service.url(settings)}: not started here")
         elif running_pid(settings, service.name) is not None and service.healthy(settings):
@@ -289,5 +422,5 @@ def up(settings: Settings, on_service: Callable[[str, str], None] | None = None)
 def down(settings: Settings, on_service: Callable[[str, str], None] | None = None) -> None:
     """Stop every service that `up` started, in reverse order."""
     notify = on_service or (lambda name, message: None)
-    for service in reversed(SERVICES):
+    for service in reversed((*SERVICES, JUPYTER)):
         notify(service.name, "stopped" if stop(settings, service.name) else "not running")

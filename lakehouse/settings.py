@@ -57,9 +57,11 @@ class Settings:
     sources_dir: Path
     mlflow_uri: str
     airflow_url: str
+    jupyter_port: int
     weed_port_base: int
     quality_config: Path
     retention_days: float = 200.0
+    airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
     code_version: str | None = None
     fail_at: str | None = None
 
@@ -155,13 +157,39 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         sources_dir=Path(get("SOURCES_DIR", str(home / "sources"))),
         mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5000").rstrip("/"),
         airflow_url=get("AIRFLOW_URL", "http://127.0.0.1:8080").rstrip("/"),
+        jupyter_port=int(get("JUPYTER_PORT", "8888")),
         weed_port_base=int(get("WEED_PORT_BASE", "18330")),
         quality_config=Path(get("QUALITY_CONFIG", str(PROJECT_ROOT / "config" / "quality.toml"))),
         # Delta log and deleted-file retention: two quarters plus a margin
         retention_days=float(get("RETENTION_DAYS", "200")),
+        airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
     )
+
+
+def to_environment(settings: Settings) -> dict[str, str]:
+    """The LAKEHOUSE_* variables that rebuild `settings` (for child processes: Airflow, JupyterLab).
+
+    The role keys are included: a child acts on the same lakehouse with the same identities.
+    """
+    env = {
+        "LAKEHOUSE_HOME": str(settings.home), "LAKEHOUSE_S3_ENDPOINT": settings.s3_endpoint, "LAKEHOUSE_S3_REGION": settings.s3_region,
+        "LAKEHOUSE_SPARK_MASTER": settings.spark_master, "LAKEHOUSE_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
+        "LAKEHOUSE_SPARK_DRIVER_HOST": settings.spark_driver_host, "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
+        "LAKEHOUSE_SPARK_PYTHON": settings.spark_python, "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
+        "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
+        "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
+        "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days),
+        **{f"LAKEHOUSE_BUCKET_{name.upper()}": bucket for name, bucket in settings.buckets.items()},
+    }  # fmt: skip
+    for role, creds in settings.credentials.items():
+        env[f"LAKEHOUSE_{role.upper()}_ACCESS_KEY"] = creds.access_key
+        env[f"LAKEHOUSE_{role.upper()}_SECRET_KEY"] = creds.secret_key
+    for name, value in (("CODE_VERSION", settings.code_version), ("FAIL_AT", settings.fail_at), ("AIRFLOW_PASSWORD", settings.airflow_password)):
+        if value:
+            env[f"LAKEHOUSE_{name}"] = value
+    return env
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

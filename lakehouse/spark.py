@@ -101,22 +101,40 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str) -> dict[
     return conf
 
 
+#: The roles whose keys the running session carries (S3A reads them only when a context starts).
+_session_roles: set[str] = set()
+
+
 def build_session(
     settings: Settings,
     roles: Iterable[str],
     app_name: str = "lakehouse",
     extra: Mapping[str, str] | None = None,
 ) -> SparkSession:
-    """Start (or join) the SparkSession for a job acting as `roles`."""
+    """Start (or join) the SparkSession for a job acting as `roles`.
+
+    A running session is joined when it already acts as every role asked for. Otherwise it is
+    stopped and a new one started, and the JVM's cached S3A clients are closed, so that each
+    bucket is reached with the new roles' keys (several steps in one process, as `airflow dags test`
+    runs them, each keep their own access).
+    """
+    wanted = list(roles)
+    active = SparkSession.getActiveSession()
+    if active is not None and not set(wanted) <= _session_roles:
+        active.stop()
+        active._jvm.org.apache.hadoop.fs.FileSystem.closeAll()
     # The launcher reads SPARK_LOCAL_IP before any conf: without it Spark binds a public address.
     os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
     # PySpark takes the workers' Python from the environment only, when the context starts
     os.environ["PYSPARK_PYTHON"] = settings.spark_python
     builder = SparkSession.builder
-    for key, value in {**spark_conf(settings, roles, app_name), **(extra or {})}.items():
+    for key, value in {**spark_conf(settings, wanted, app_name), **(extra or {})}.items():
         builder = builder.config(key, value)
     # PySpark logs every analysis error as a page of JSON before raising it; the exception suffices.
     logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if active is None or not set(wanted) <= _session_roles:
+        _session_roles.clear()
+        _session_roles.update(wanted)
     return spark

@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 
 from lakehouse import conform
 from lakehouse import quality as q
-from lakehouse.rules import Rule, blank, check, clean, extract_month, unparseable
+from lakehouse.quarters import extract_month
+from lakehouse.rules import Rule, blank, check, clean, unparseable
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_WEATHER
 

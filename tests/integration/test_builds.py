@@ -21,7 +21,7 @@ from bronze import ingest
 from lakehouse import build as builder
 from lakehouse import delivery, delta, digest, landing, maintenance, quality, storage, tracking
 from lakehouse.conform import RunContext
-from lakehouse.tables import BUILDS, SILVER_FLIGHTS, TRAINING_SET
+from lakehouse.tables import BUILDS, SILVER_FLIGHTS, TRAINING_SET, get
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +166,10 @@ def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, s
     assert again[SILVER_FLIGHTS.name].retain_hours == lake.retention_days * 24
     assert again[TRAINING_SET.name].retain_hours > lake.retention_days * 24 and again[TRAINING_SET.name].kept_for
     assert again[SILVER_FLIGHTS.name].bytes_after == flights.bytes_after  # nothing left to remove
+    # and a run right after finds nothing written since: it leaves every table (and its version) alone
+    versions = {t: delta.latest_version(spark, get(t).location(lake)) for t in again}
+    third = maintenance.run(spark, lake, datetime.now(timezone.utc).replace(tzinfo=None))
+    assert all(r.skipped for r in third) and {t: delta.latest_version(spark, get(t).location(lake)) for t in again} == versions
 
 
 def test_spark_and_spark_free_delivery_return_identical_rows(lake, spark):

@@ -3,7 +3,7 @@ from datetime import datetime
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from bronze.ingest import new_objects, number_lines, parse_lines, to_bronze, unsettled
+from bronze.ingest import new_objects, number_lines, of_months, parse_lines, to_bronze, unsettled
 from lakehouse.storage import ObjectInfo
 from lakehouse.tables import get
 
@@ -103,3 +103,9 @@ def test_unsettled_finds_pending_entries_without_an_outcome():
         {"run_id": "r2", "object_key": "b", "etag": "2", "status": "pending"},
     ]
     assert {k: [r["object_key"] for r in v] for k, v in unsettled(rows).items()} == {"r2": ["b"]}
+
+
+def test_of_months_keeps_the_months_extracts_and_every_snapshot():
+    listed = [ObjectInfo("landing", k, "e", 1) for k in ("bts/flights/2001-01.csv.gz", "bts/flights/2001-02.csv.gz", "nyc/planes/planes.csv")]
+    assert [o.key for o in of_months(listed, ["2001-02"])] == ["bts/flights/2001-02.csv.gz", "nyc/planes/planes.csv"]
+    assert of_months(listed, None) == listed

@@ -2,7 +2,8 @@ from datetime import datetime
 
 from pyspark.sql import functions as F
 
-from lakehouse.rules import Rule, assign_fates, check, extract_month, latest_deliveries, mark_superseded
+from lakehouse.quarters import extract_month, object_month
+from lakehouse.rules import Rule, assign_fates, check, latest_deliveries, mark_superseded
 
 
 def test_check_lists_every_failed_rule_in_order(spark):
@@ -15,6 +16,7 @@ def test_check_lists_every_failed_rule_in_order(spark):
 def test_extract_month_reads_monthly_object_names_only(spark):
     df = spark.createDataFrame([("bts/flights/2001-01.csv.gz",), ("nyc/flights/2013-12.csv",), ("nyc/planes/planes.csv",)], "o string")
     assert [r[0] for r in df.select(extract_month(F.col("o"))).collect()] == ["2001-01", "2013-12", None]
+    assert [object_month(r[0]) for r in df.collect()] == ["2001-01", "2013-12", None]
 
 
 def _rows(spark, rows):

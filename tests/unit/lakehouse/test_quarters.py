@@ -1,0 +1,26 @@
+"""Quarters, months and the ranges a backfill covers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from lakehouse import quarters
+from lakehouse.orchestrate import quarter_ranges
+
+
+def test_a_quarter_long_interval_names_its_quarter():
+    assert quarters.of_interval(date(2013, 4, 1)) == "2013Q2"
+    with pytest.raises(ValueError):
+        quarters.of_interval(date(2013, 5, 1))
+
+
+def test_consecutive_quarters_share_one_backfill_and_gaps_split_them():
+    ranges = quarter_ranges(["2013Q2", "2001Q1", "2013Q1", "2001Q2", "2013Q4"])
+    assert ranges == [
+        (date(2001, 1, 1), date(2001, 4, 1)),
+        (date(2013, 1, 1), date(2013, 4, 1)),
+        (date(2013, 10, 1), date(2013, 10, 1)),
+    ]
+    assert quarter_ranges(["2012Q4", "2013Q1"]) == [(date(2012, 10, 1), date(2013, 1, 1))]
