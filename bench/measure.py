@@ -1,11 +1,17 @@
 """Run a command and report its wall time and the peak RSS of its whole process tree (JVM included).
 
+The local services that `lakehouse up` starts leave the command's tree (they run in sessions of
+their own), so the trees of the processes in `<home>/run/*.pid` count too: the S3 server, MLflow,
+and Airflow with the task processes its scheduler starts. <home> is LAKEHOUSE_HOME, else
+./.lakehouse.
+
 usage: python bench/measure.py <label> -- <command...>   (appends a JSON line to bench/results.jsonl)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,13 +21,34 @@ from pathlib import Path
 import psutil
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def service_roots(home: Path) -> list[psutil.Process]:
+    roots = []
+    for pid_file in (home / "run").glob("*.pid"):
         try:
-            total += p.memory_info().rss
-        except psutil.Error:
+            roots.append(psutil.Process(json.loads(pid_file.read_text())["pid"]))
+        except (OSError, ValueError, KeyError, psutil.Error):
             pass
+    return roots
+
+
+def total_rss(roots: list[psutil.Process]) -> int:
+    seen, total = set(), 0
+    for root in roots:
+        for p in tree(root):
+            if p.pid in seen:
+                continue
+            seen.add(p.pid)
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
     return total
 
 
@@ -29,9 +56,10 @@ def main() -> None:
     label, command = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
     t0 = time.monotonic()
     child = subprocess.Popen(command)
+    home = Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse"))
     proc, peak = psutil.Process(child.pid), 0
     while child.poll() is None:
-        peak = max(peak, tree_rss(proc))
+        peak = max(peak, total_rss([proc, *service_roots(home)]))
         time.sleep(0.5)
     record = {
         "label": label,

@@ -358,12 +358,13 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
             result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx)
         finally:
             staged.unpersist()
+            # published or blocked, the staged copy has served (the gate's report keeps the failures)
+            storage.remove_prefix(settings, "transform", "quality", f"staging/{spec.table.name}/{ctx.run_id}/")
         if result.fates["quarantined"] or ctx.replay:
             _merge_quarantine(spark, settings, fated, spec.table, ctx)
         if not ctx.replay:
             _record_progress(spark, settings, spec.table.name, versions, ctx)
         result.source_versions = dict(versions)
-        storage.remove_prefix(settings, "transform", "quality", f"staging/{spec.table.name}/{ctx.run_id}/")
     finally:
         fated.unpersist()
     result.seconds = time.monotonic() - t0

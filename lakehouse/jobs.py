@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from typing import Any
 
-from lakehouse import quarters, storage
+from lakehouse import faults, quarters, storage
 from lakehouse.settings import Settings, load_settings
 from lakehouse.tables import BRONZE_TABLES, INGEST_LOG
 
@@ -108,6 +108,7 @@ def build_silver(run_id: str, started_at: datetime | None = None, settings: Sett
     from lakehouse.spark import build_session
 
     settings = settings or load_settings()
+    faults.checkpoint(settings, "silver.start")
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-silver")
     ctx = _context(settings, run_id, started_at)
     results = build.run_silver(spark, settings, ctx)
@@ -124,7 +125,7 @@ def build_gold(quarter: str, run_id: str, started_at: datetime | None = None, fo
     settings = settings or load_settings()
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-gold")
     ctx = _context(settings, run_id, started_at)
-    began = _naive_utc(datetime.now(timezone.utc))
+    began = _naive_utc(None)
     result = build.gold_step(spark, settings, quarter, ctx, build.code_version(settings), force)
     log.info("gold %s: %s", quarter, f"up to date (build {result.skipped_as})" if result.skipped_as else f"rows {result.rows}, digest {result.digest}")
     return {"gold": dataclasses.asdict(result), "gates": build.gate_refs(ctx.gates), "started_at": began.isoformat()}
@@ -161,7 +162,7 @@ def record_failure(quarter: str, run_id: str, step: str, error: BaseException | 
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-failure")
     ctx = _context(settings, run_id, started_at)
     wrapped = RuntimeError(f"step {step}: {type(error).__name__}: {error}")
-    row = build.record(spark, settings, ctx, quarter, build.code_version(settings), _naive_utc(datetime.now(timezone.utc)), [], None, gates, wrapped)
+    row = build.record(spark, settings, ctx, quarter, build.code_version(settings), _naive_utc(None), [], None, gates, wrapped)
     log.error("build %s of %s FAILED in %s: %s (MLflow run %s)", row["build_id"], quarter, step, error, row["mlflow_run_id"])
     return {"build_id": row["build_id"], "mlflow_run_id": row["mlflow_run_id"]}
 
@@ -173,7 +174,7 @@ def maintain(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or load_settings()
     spark = build_session(settings, maintenance.ROLES, app_name="lakehouse-maintain")
-    reports = maintenance.run(spark, settings, _naive_utc(datetime.now(timezone.utc)))
+    reports = maintenance.run(spark, settings, _naive_utc(None))
     saved = sum(r.bytes_before - r.bytes_after for r in reports)
     log.info("maintained %d tables, %d bytes saved", len(reports), saved)
     return {"tables": len(reports), "bytes_saved": saved, "kept_for": sorted({k for r in reports for k in r.kept_for})}

@@ -355,6 +355,8 @@ def builds_frame(settings: Settings | None = None) -> pd.DataFrame:
 def latest_builds(settings: Settings | None = None) -> pd.DataFrame:
     """The latest succeeded build of each quarter, quarters in order."""
     frame = builds_frame(settings)
+    if frame.empty or not (frame["status"] == "SUCCEEDED").any():
+        raise delivery.BuildNotFound("no succeeded build is recorded yet: run `lakehouse build --all` or `lakehouse backfill --all` first")
     succeeded = frame[frame["status"] == "SUCCEEDED"].sort_values("ended_at", ascending=False)
     return succeeded.drop_duplicates("quarter").sort_values("quarter", ignore_index=True)
 

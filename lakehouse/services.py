@@ -29,6 +29,9 @@ from lakehouse.settings import ROLES, Settings, to_environment
 
 HEALTH_TIMEOUT_S = 90
 
+#: The identities Airflow's tasks act as (never admin, nor the MLflow server's).
+JOB_ROLES = ("ingest", "transform", "ml")
+
 
 class ServiceError(UserError):
     """A service did not start or did not become healthy."""
@@ -201,7 +204,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     keys = _airflow_secrets(settings)
     port = _port(settings.airflow_url)
     return {
-        **_clean_env(), **to_environment(settings),
+        **_clean_env(), **to_environment(settings, JOB_ROLES),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "orchestration"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -274,7 +277,7 @@ def _jupyter_prepare(settings: Settings) -> tuple[list[str], Mapping[str, str], 
     token_file = jupyter_token_file(settings)
     if not token_file.exists():
         _write_private(token_file, secrets.token_urlsafe(24))
-    env = {**_clean_env(), **to_environment(settings)}
+    env = {**_clean_env(), **to_environment(settings, ("transform", "ml"))}  # the notebooks read, as these
     env["JUPYTER_TOKEN"] = token_file.read_text().strip()
     argv = [
         _bin("jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={settings.jupyter_port}",

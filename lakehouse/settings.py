@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,6 +53,7 @@ class Settings:
     spark_driver_host: str
     spark_shuffle_partitions: int
     spark_python: str
+    spark_ship_jars: bool
     jars_dir: Path
     sources_dir: Path
     mlflow_uri: str
@@ -153,6 +154,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         # the Python of Spark's workers (Arrow-based steps need pyarrow there); on a cluster, the
         # path of the same environment on the workers
         spark_python=get("SPARK_PYTHON", sys.executable),
+        # false where the executors have the jars already (the compose Spark image): shipping them
+        # costs every application ~650 MB per executor
+        spark_ship_jars=get("SPARK_SHIP_JARS", "true").lower() in ("1", "true", "yes"),
         jars_dir=Path(get("JARS_DIR", str(PROJECT_ROOT / "jars" / "lib"))),
         sources_dir=Path(get("SOURCES_DIR", str(home / "sources"))),
         mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5000").rstrip("/"),
@@ -168,22 +172,26 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     )
 
 
-def to_environment(settings: Settings) -> dict[str, str]:
+def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> dict[str, str]:
     """The LAKEHOUSE_* variables that rebuild `settings` (for child processes: Airflow, JupyterLab).
 
-    The role keys are included: a child acts on the same lakehouse with the same identities.
+    The keys of `roles` (all configured roles when None) are included: a child acts on the same
+    lakehouse with only the identities it needs.
     """
+    wanted = set(ROLES if roles is None else roles)
     env = {
         "LAKEHOUSE_HOME": str(settings.home), "LAKEHOUSE_S3_ENDPOINT": settings.s3_endpoint, "LAKEHOUSE_S3_REGION": settings.s3_region,
         "LAKEHOUSE_SPARK_MASTER": settings.spark_master, "LAKEHOUSE_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "LAKEHOUSE_SPARK_DRIVER_HOST": settings.spark_driver_host, "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
-        "LAKEHOUSE_SPARK_PYTHON": settings.spark_python, "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
+        "LAKEHOUSE_SPARK_PYTHON": settings.spark_python, "LAKEHOUSE_SPARK_SHIP_JARS": str(settings.spark_ship_jars).lower(), "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
         "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
         "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days),
         **{f"LAKEHOUSE_BUCKET_{name.upper()}": bucket for name, bucket in settings.buckets.items()},
     }  # fmt: skip
     for role, creds in settings.credentials.items():
+        if role not in wanted:
+            continue
         env[f"LAKEHOUSE_{role.upper()}_ACCESS_KEY"] = creds.access_key
         env[f"LAKEHOUSE_{role.upper()}_SECRET_KEY"] = creds.secret_key
     for name, value in (("CODE_VERSION", settings.code_version), ("FAIL_AT", settings.fail_at), ("AIRFLOW_PASSWORD", settings.airflow_password)):

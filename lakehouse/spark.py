@@ -2,7 +2,7 @@
 
 Nothing here assumes local mode: the master URL, driver host and memory come from Settings, the
 jars that `make setup` resolved are shipped with `spark.jars` (so executors on a cluster get them
-too), and each bucket is reached with the credentials of the least privileged role that the job
+too, unless LAKEHOUSE_SPARK_SHIP_JARS=false says their image has them), and each bucket is reached with the credentials of the least privileged role that the job
 needs for it.
 """
 
@@ -97,7 +97,11 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str) -> dict[
         bucket = settings.bucket(logical)
         conf[f"spark.hadoop.fs.s3a.bucket.{bucket}.access.key"] = creds.access_key
         conf[f"spark.hadoop.fs.s3a.bucket.{bucket}.secret.key"] = creds.secret_key
-    conf["spark.jars"] = ",".join(str(p) for p in jar_paths(settings))
+    jars = [str(p) for p in jar_paths(settings)]
+    if settings.spark_ship_jars:
+        conf["spark.jars"] = ",".join(jars)  # the driver serves them to every executor
+    else:
+        conf["spark.driver.extraClassPath"] = ":".join(jars)  # the executors' image has them
     return conf
 
 

@@ -474,3 +474,10 @@ def test_data_lives_in_named_volumes(compose: dict, services: dict) -> None:
                 assert source in named, f"{name}: {source} is not a named volume"
                 used.add(source)
     assert used == named == {"airflow-logs", "minio-data", "postgres-data"}
+
+
+def test_airflow_init_creates_the_writers_pool_the_dags_use(services: dict) -> None:
+    from lakehouse.jobs import WRITERS_POOL
+
+    command = " ".join(services["airflow-init"]["command"])
+    assert "airflow db migrate" in command and f"airflow pools set {WRITERS_POOL} 1 " in command

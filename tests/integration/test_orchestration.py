@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime
 
 import pytest
+from mlflow import MlflowClient
 
 from bronze import ingest
 from lakehouse import build as builder
@@ -99,3 +100,16 @@ def test_a_backfill_through_the_scheduler_gives_the_digests_of_the_cli(lake, spa
     for quarter, run in runs.items():
         build = by_run[jobs.run_id_for("build", run.run_id)]
         assert build["quarter"] == quarter and build["digest"] == expected[quarter], (quarter, build)
+
+
+def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, spark):
+    versions = delta.latest_version(spark, TRAINING_SET.location(lake))
+    env = {"LAKEHOUSE_FAIL_AT": "silver.start", "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1"}  # every try of silver fails
+    done = _airflow(lake, "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env)
+    assert done.returncode != 0
+    failed = [b for b in delivery.builds(lake) if b["status"] == "FAILED"]
+    assert len(failed) == 1 and failed[0]["quarter"] == "2013Q2"
+    assert "step silver" in failed[0]["error"] and "injected fault at silver.start" in failed[0]["error"]
+    run = MlflowClient(tracking_uri=lake.mlflow_uri).get_run(failed[0]["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "silver.start" in run.data.tags["error"]
+    assert delta.latest_version(spark, TRAINING_SET.location(lake)) == versions  # nothing downstream ran

@@ -47,3 +47,6 @@ def test_spark_conf_is_loopback_and_carries_per_bucket_keys(tmp_path):
     assert conf["spark.hadoop.fs.s3a.bucket.gold.access.key"] == settings.credentials_for("ml").access_key
     assert not any(".bucket.bronze." in k for k in conf)
     assert conf["spark.jars"].count(".jar") == 2
+
+    kept = spark_conf(load_settings({"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_SPARK_SHIP_JARS": "false"}), ["ml"], "t")
+    assert "spark.jars" not in kept and kept["spark.driver.extraClassPath"].count(".jar") == 2
