@@ -174,4 +174,9 @@ def run_quarters(
                 f"another interval (a manual run or `airflow dags test` takes its date as the end of its interval); delete it in the UI"
             )
         runs.update(wait(client, of_range, max(deadline - time.monotonic(), 0), lambda found: on_update({**runs, **found}) if on_update else None))
+        # the scheduler closes a backfill a moment after its last run; Airflow refuses the next one until then
+        while client.call("GET", f"/backfills/{backfill_id}").get("completed_at") is None:
+            if time.monotonic() > deadline:
+                raise AirflowError(f"backfill {backfill_id} was not closed within the timeout; see {client.url}/dags/{BUILD_DAG}")
+            time.sleep(2)
     return runs
