@@ -30,9 +30,6 @@ from silver import airports, carriers, flights, planes, weather_hourly
 #: Silver jobs in dependency order: dimensions before the facts that reference them.
 SILVER_JOBS = (airports, carriers, planes, weather_hourly, flights)
 
-#: Monthly flight feeds: a quarter is complete when all three of its months were ingested.
-FLIGHT_FEEDS = ("bronze.bts_flights", "bronze.nyc_flights")
-
 LOOKBACK_DAYS = 28
 
 
@@ -57,20 +54,6 @@ class BuildReport:
     silver: list[TableResult] = field(default_factory=list)
     gold: list[GoldResult] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def ingested_months(spark: SparkSession, settings: Settings) -> list[str]:
-    """Months (yyyy-MM) of the flight extracts that bronze holds."""
-    log = conform.current(spark, settings, INGEST_LOG).where(
-        F.col("feed").isin(*FLIGHT_FEEDS) & F.col("status").isin("committed", "recovered")
-    )
-    month = quarters.extract_month(F.col("object_key"))
-    return sorted(r[0] for r in log.select(month.alias("m")).where(F.col("m").isNotNull()).distinct().collect())
-
-
-def ready_quarters(spark: SparkSession, settings: Settings) -> list[str]:
-    """Quarters all three of whose months have been ingested."""
-    return quarters.complete(ingested_months(spark, settings))
 
 
 def run_silver(spark: SparkSession, settings: Settings, ctx: RunContext, on_table: Callable[[TableResult], None] | None = None) -> list[TableResult]:
@@ -218,6 +201,19 @@ def code_version(settings: Settings) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+def _build_id(previous: list[dict[str, Any]], base: str, status: str, written: Mapping[str, int]) -> str | dict[str, Any]:
+    """The id of a new build of run `base`, or the row of the very same build when it is recorded already.
+
+    A retried `record` task finds its own row (same status, same versions written); a run that
+    builds again (a cleared and re-run Airflow run, a failure then a success) gets `<base>-r2`, ...
+    """
+    same_run = [r for r in previous if r["build_id"] == base or r["build_id"].startswith(f"{base}-r")]
+    for row in same_run:
+        if row["status"] == status and dict(row["tables_written"] or {}) == dict(written):
+            return row
+    return base if not same_run else f"{base}-r{len(same_run) + 1}"
+
+
 def record(
     spark: SparkSession,
     settings: Settings,
@@ -238,10 +234,9 @@ def record(
     from lakehouse import tracking
 
     status = "FAILED" if error is not None else "SUCCEEDED"
-    build_id = f"{ctx.run_id}-{quarter}"
-    for row in previous_builds(spark, settings):
-        if row["build_id"] == build_id and row["status"] == status:
-            return row
+    build_id = _build_id(previous_builds(spark, settings), f"{ctx.run_id}-{quarter}", status, dict(gold.versions) if gold is not None else {})
+    if not isinstance(build_id, str):
+        return build_id  # recorded already
     rows: dict[str, int] = {}
     metrics: dict[str, float] = {}
     for r in silver:

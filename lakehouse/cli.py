@@ -20,8 +20,6 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table as RichTable
 
 from lakehouse import inspect, landing, quarters, services, tables
-from lakehouse.quarters import of_month as quarters_of
-from lakehouse.quarters import parse as quarters_parse
 from lakehouse.errors import UserError
 from lakehouse.settings import Settings, load_settings
 
@@ -251,6 +249,30 @@ def print_build_summary(report, spark_seconds: float, total_seconds: float) -> N
     err.print(f"{gates} gates passed; Spark start {spark_seconds:.1f} s, {steps}; total {total_seconds:.1f} s")
 
 
+def _wanted_quarters(settings: Settings, given: list[str] | None, all_quarters: bool) -> list[str]:
+    """The quarters named, and with --all every quarter whose three months are ingested (read with delta-rs)."""
+    from lakehouse import jobs
+
+    if not given and not all_quarters:
+        raise typer.BadParameter("give --quarter (repeatable) or --all")
+    wanted = set(given or [])
+    for q in wanted:
+        try:
+            quarters.parse(q)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    if all_quarters:
+        months = jobs.months_ingested(settings)
+        ready = set(quarters.complete(months))
+        partial = sorted({quarters.of_month(m) for m in months} - ready)
+        if partial:
+            err.print(f"not built (fewer than three months ingested): {', '.join(partial)}")
+        wanted |= ready
+    if not wanted:
+        raise UserError("no quarter has all three months ingested: run `lakehouse land` and `lakehouse ingest` first")
+    return sorted(wanted)
+
+
 @app.command()
 def build(
     quarter: Annotated[Optional[list[str]], typer.Option(help="Quarter(s) to build, e.g. 2001Q1.")] = None,
@@ -263,9 +285,8 @@ def build(
     from lakehouse.conform import RunContext
     from lakehouse.spark import build_session
 
-    if not quarter and not all_quarters:
-        raise typer.BadParameter("give --quarter (repeatable) or --all")
     settings = _settings()
+    wanted = _wanted_quarters(settings, quarter, all_quarters)
     started = datetime.now(timezone.utc).replace(microsecond=0)
     rid = run_id("build", started)
     t0 = time.monotonic()
@@ -273,16 +294,6 @@ def build(
         task = progress.add_task("starting Spark", total=None)
         spark = build_session(settings, ["transform"], app_name=f"lakehouse-{rid}")
         spark_s = time.monotonic() - t0
-        wanted = list(quarter or [])
-        if all_quarters:
-            ready = builder.ready_quarters(spark, settings)
-            months = builder.ingested_months(spark, settings)
-            partial = sorted({quarters_of(m) for m in months} - set(ready))
-            if partial:
-                err.print(f"not built (fewer than three months ingested): {', '.join(partial)}")
-            wanted = sorted(set(wanted) | set(ready))
-        for q in wanted:
-            quarters_parse(q)
         progress.update(task, total=len(builder.SILVER_JOBS) + len(wanted), description="silver")
         ctx = RunContext(rid, started, quality.load_config(settings))
 
@@ -307,16 +318,10 @@ def backfill(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the runs.")] = 7200,
 ) -> None:
     """Build quarters through Airflow: backfill lakehouse_quarterly_build and wait for its runs."""
-    from lakehouse import jobs, orchestrate
+    from lakehouse import orchestrate
 
-    if not quarter and not all_quarters:
-        raise typer.BadParameter("give --quarter (repeatable) or --all")
     settings = _settings()
-    wanted = sorted(set(quarter or []) | (set(quarters.complete(jobs.months_ingested(settings))) if all_quarters else set()))
-    if not wanted:
-        raise UserError("no quarter has all three months ingested: run `lakehouse land` and `lakehouse ingest` first")
-    for q in wanted:
-        quarters_parse(q)
+    wanted = _wanted_quarters(settings, quarter, all_quarters)
     t0 = time.monotonic()
     client = orchestrate.AirflowClient(settings)
     err.print(f"building {', '.join(wanted)} through Airflow: {settings.airflow_url}/dags/{orchestrate.BUILD_DAG}")

@@ -24,6 +24,9 @@ from lakehouse.tables import BRONZE_TABLES, INGEST_LOG
 
 log = logging.getLogger(__name__)
 
+#: Monthly flight feeds: a quarter is complete when all three of its months were ingested.
+FLIGHT_FEEDS = ("bronze.bts_flights", "bronze.nyc_flights")
+
 #: The Airflow pool that serialises every writer: Delta on S3 allows one writer per table at a time.
 WRITERS_POOL = "lakehouse_writers"
 
@@ -63,10 +66,9 @@ def extracts_landed(month: str, settings: Settings | None = None) -> list[str]:
 def months_ingested(settings: Settings | None = None) -> list[str]:
     """Months whose flight extracts bronze holds (read from the ingest log with delta-rs, no JVM)."""
     from lakehouse import inspect
-    from lakehouse.build import FLIGHT_FEEDS
 
     settings = settings or load_settings()
-    dt = inspect.open_table(settings, INGEST_LOG, "ingest")
+    dt = inspect.open_table(settings, INGEST_LOG, "transform")
     if dt is None:
         return []
     rows = dt.to_pyarrow_table(columns=["feed", "object_key", "status"]).to_pylist()

@@ -1,6 +1,6 @@
 """Test harness: one isolated local stack and one SparkSession for the whole run.
 
-The stack (SeaweedFS S3 server, MLflow) runs from a temporary home on free loopback ports with
+The stack (SeaweedFS S3 server, MLflow, Airflow) runs from a temporary home on free loopback ports with
 freshly generated credentials, so tests never touch the developer's `.lakehouse`. A service that
 cannot start fails the run; nothing is skipped.
 """
@@ -59,6 +59,7 @@ def lake_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "LAKEHOUSE_WEED_PORT_BASE": str(_free_block()),
         "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{_free_port()}",
         "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{_free_port()}",
+        "LAKEHOUSE_JUPYTER_PORT": str(_free_port()),
         "LAKEHOUSE_SPARK_MASTER": "local[2]",
         "LAKEHOUSE_SPARK_DRIVER_MEMORY": "3g",
         "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": "4",

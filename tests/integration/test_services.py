@@ -67,3 +67,19 @@ def test_unknown_keys_and_anonymous_requests_are_refused(stack):
     assert refused.value.code == "InvalidAccessKeyId"
     assert requests.get(f"{stack.s3_endpoint}/gold/probe.txt", timeout=5).status_code == 403
     assert requests.get(stack.s3_endpoint, timeout=5).status_code == 403
+
+
+def test_jupyterlab_starts_on_request_on_loopback_behind_its_token(stack):
+    try:
+        services.up(stack, jupyter=True)
+        url = services.JUPYTER.url(stack).removesuffix("/lab")
+        token = services.jupyter_token_file(stack).read_text().strip()
+        assert requests.get(f"{url}/api/contents", timeout=10).status_code == 403
+        listed = requests.get(f"{url}/api/contents", headers={"Authorization": f"token {token}"}, timeout=10).json()
+        assert {"01_bronze_and_silver.ipynb", "04_lineage.ipynb"} <= {item["name"] for item in listed["content"]}
+        proc = psutil.Process(services.running_pid(stack, "jupyter"))
+        assert {c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN} == {"127.0.0.1"}
+        assert oct(services.jupyter_token_file(stack).stat().st_mode & 0o777) == "0o600"
+    finally:
+        services.stop(stack, "jupyter")
+    assert services.running_pid(stack, "jupyter") is None
