@@ -283,6 +283,10 @@ def _jupyter_prepare(settings: Settings) -> tuple[list[str], Mapping[str, str], 
         _bin("jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={settings.jupyter_port}",
         f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}",
     ]  # fmt: skip
+    if os.geteuid() == 0:
+        # Jupyter refuses root unless told; containers and CI often run as root. It still
+        # binds to loopback behind its token; the compose jupyter image runs as a non-root user.
+        argv.append("--allow-root")
     return argv, env, PROJECT_ROOT / "notebooks"
 
 
