@@ -101,15 +101,18 @@ def _publish_quarter(spark: SparkSession, settings: Settings, ctx: RunContext, s
         result.rows[name] = rows.count()
 
 
-def run_gold(spark: SparkSession, settings: Settings, quarter: str, ctx: RunContext) -> GoldResult:
-    """Build route_daily, airport_daily and the training set of one quarter; publish all three only when all gates pass."""
+def run_gold(spark: SparkSession, settings: Settings, quarter: str, ctx: RunContext, reads: Mapping[str, int] | None = None) -> GoldResult:
+    """Build route_daily, airport_daily and the training set of one quarter; publish all three only when all gates pass.
+
+    `reads` are the table versions to record as read, when the caller has just looked them up.
+    """
     t0 = time.monotonic()
     result = GoldResult(quarter)
     start, end = quarters.parse(quarter)
     lookback = start - timedelta(days=LOOKBACK_DAYS)
     # the latest versions, recorded as read: one writer at a time, so nothing commits in between (a
     # versionAsOf read of them would be refused once their commit is older than the file retention)
-    result.read_versions = read_versions(spark, settings)
+    result.read_versions = dict(reads) if reads is not None else read_versions(spark, settings)
     silver_flights = delta.read(spark, SILVER_FLIGHTS.location(settings)).where(
         F.col("flight_month").isin(*_month_range(lookback, end)) & (F.col("flight_date") >= F.lit(lookback)) & (F.col("flight_date") < F.lit(end))
     )
@@ -290,12 +293,12 @@ def _delta_version() -> str:
 
 def gold_step(spark: SparkSession, settings: Settings, quarter: str, ctx: RunContext, code_version: str, force: bool = False) -> GoldResult:
     """Gold for one quarter, unless its last succeeded build read the same inputs with the same code and config."""
+    reads = read_versions(spark, settings)
     if not force:
-        reads = read_versions(spark, settings)
         same_as = up_to_date(previous_builds(spark, settings), quarter, reads, code_version, config_digest(ctx.config))
         if same_as is not None:
             return GoldResult(quarter, read_versions=reads, skipped_as=same_as)
-    return run_gold(spark, settings, quarter, ctx)
+    return run_gold(spark, settings, quarter, ctx, reads)
 
 
 def build(
