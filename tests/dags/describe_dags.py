@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import time
 
 attempts: list[str] = []
-_connect = socket.socket.connect
 
 
 def _refuse(self, address):  # noqa: ANN001
@@ -27,9 +25,7 @@ from airflow.dag_processing.dagbag import DagBag  # noqa: E402
 from airflow.serialization.encoders import coerce_to_core_timetable as core  # noqa: E402
 from airflow.timetables.base import TimeRestriction  # noqa: E402
 
-t0 = time.monotonic()
 bag = DagBag(dag_folder=sys.argv[1])
-seconds = time.monotonic() - t0
 dags = {}
 for dag_id, dag in bag.dags.items():
     timetable = dag.timetable
@@ -59,4 +55,4 @@ for dag_id, dag in bag.dags.items():
             for t in dag.tasks
         },
     }
-print(json.dumps({"import_errors": bag.import_errors, "seconds": seconds, "stats": [[s.file, s.duration.total_seconds() if hasattr(s.duration, "total_seconds") else s.duration] for s in bag.dagbag_stats], "connects": attempts, "dags": dags}, default=str))
+print(json.dumps({"import_errors": bag.import_errors, "stats": [[s.file, s.duration.total_seconds() if hasattr(s.duration, "total_seconds") else s.duration] for s in bag.dagbag_stats], "connects": attempts, "dags": dags}, default=str))

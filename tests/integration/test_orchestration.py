@@ -7,7 +7,6 @@ triggerer on loopback, SQLite, LocalExecutor). The tests of this module share on
 
 from __future__ import annotations
 
-import subprocess
 from datetime import datetime
 
 import pytest
@@ -15,7 +14,7 @@ from mlflow import MlflowClient
 
 from bronze import ingest
 from lakehouse import build as builder
-from lakehouse import delivery, delta, jobs, landing, orchestrate, services
+from lakehouse import delivery, delta, jobs, landing, orchestrate
 from lakehouse.conform import RunContext
 from lakehouse.tables import INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
 
@@ -23,18 +22,6 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 4, 1, 8, 0, 0)
 STATE: dict = {}
-
-
-def _airflow(settings, *args: str, env: dict[str, str] | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
-    """The `airflow` CLI against the test stack's Airflow, as `lakehouse airflow` runs it."""
-    return subprocess.run(
-        [services._bin("airflow"), *args],
-        env={**services.airflow_env(settings), **(env or {})},
-        cwd=services.airflow_home(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -52,28 +39,28 @@ def _ingested(spark, settings) -> list[str]:
     return sorted(r[0] for r in log.select("object_key").collect())
 
 
-def test_the_monthly_dag_ingests_its_month_and_a_rerun_adds_nothing(lake, spark):
+def test_the_monthly_dag_ingests_its_month_and_a_rerun_adds_nothing(lake, spark, cli):
     # a run on Feb 1 covers the month that ended then: January
-    done = _airflow(lake, "dags", "test", "lakehouse_monthly_ingest", "2013-02-01")
+    done = cli("airflow", "dags", "test", "lakehouse_monthly_ingest", "2013-02-01", check=False, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     objects = _ingested(spark, lake)
     assert [o for o in objects if "/flights/" in o or "/weather/" in o] == ["nyc/flights/2013-01.csv", "nyc/weather/2013-01.csv"]
     assert {"nyc/planes/planes.csv", "nyc/airlines/airlines.csv"} <= set(objects)
     rows = delta.read(spark, get("bronze.nyc_flights").location(lake)).count()
 
-    again = _airflow(lake, "dags", "test", "lakehouse_monthly_ingest", "2013-02-01")
+    again = cli("airflow", "dags", "test", "lakehouse_monthly_ingest", "2013-02-01", check=False, timeout=1200)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _ingested(spark, lake) == objects and delta.read(spark, get("bronze.nyc_flights").location(lake)).count() == rows
 
 
-def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake, spark):
+def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake, spark, cli):
     ingest.run(spark, lake, "ingest-rest", T0)  # the other months, as the monthly DAG would
     env = {
         "LAKEHOUSE_FAIL_AT": "gold.after_publish:once",  # gold publishes, then its task dies
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
     }
     # a run on Jul 1 builds the quarter that ended then: 2013Q2
-    done = _airflow(lake, "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env)
+    done = cli("airflow", "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env, check=False, timeout=1200)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-5000:]
     assert "injected fault at gold.after_publish" in output and (lake.home / "faults" / "gold.after_publish").exists()
@@ -103,10 +90,10 @@ def test_a_backfill_through_the_scheduler_gives_the_digests_of_the_cli(lake, spa
         assert build["quarter"] == quarter and build["digest"] == expected[quarter], (quarter, build)
 
 
-def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, spark):
+def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, spark, cli):
     versions = delta.latest_version(spark, TRAINING_SET.location(lake))
     env = {"LAKEHOUSE_FAIL_AT": "silver.start", "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1"}  # every try of silver fails
-    done = _airflow(lake, "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env)
+    done = cli("airflow", "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env, check=False, timeout=1200)
     assert done.returncode != 0
     failed = [b for b in delivery.builds(lake) if b["status"] == "FAILED"]
     assert len(failed) == 1 and failed[0]["quarter"] == "2013Q2"
