@@ -19,10 +19,7 @@ from lakehouse.spark import build_session
 def main() -> None:
     settings = load_settings()
     spark = build_session(settings, ["ml"], app_name="bench-digest")
-    latest: dict[str, dict] = {}
-    for build in delivery.builds(settings):
-        if build["status"] == "SUCCEEDED":
-            latest.setdefault(build["quarter"], build)
+    latest = delivery.latest_succeeded(delivery.builds(settings))
     with open(Path(__file__).parent / "results.jsonl", "a") as out:
         for quarter, build in sorted(latest.items()):
             t0 = time.monotonic()

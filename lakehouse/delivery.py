@@ -40,14 +40,23 @@ def builds(settings: Settings, role: str = "ml") -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["ended_at"], reverse=True)
 
 
+def latest_succeeded(recorded: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The latest succeeded build of each quarter, by quarter, from `builds()` rows (newest first)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for b in recorded:
+        if b["status"] == "SUCCEEDED":
+            latest.setdefault(b["quarter"], b)
+    return latest
+
+
 def resolve(settings: Settings, quarter: str, build: str = "latest", role: str = "ml") -> dict[str, Any]:
     """The manifest row of a build: the latest succeeded build of the quarter, or the one named."""
     recorded = builds(settings, role)
     if build == "latest":
-        found = [b for b in recorded if b["quarter"] == quarter and b["status"] == "SUCCEEDED"]
-        if not found:
+        found = latest_succeeded(recorded).get(quarter)
+        if found is None:
             raise BuildNotFound(f"no succeeded build of {quarter} is recorded; run `lakehouse build --quarter {quarter}`")
-        return found[0]
+        return found
     for b in recorded:
         if b["build_id"] == build:
             if b["quarter"] != quarter:

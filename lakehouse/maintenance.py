@@ -32,7 +32,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import conform, delta, inspect, storage
+from lakehouse import delivery, delta, inspect, storage
 from lakehouse.settings import Settings
 from lakehouse.spark import bucket_roles
 from lakehouse.tables import ALL_TABLES, BUILDS, Table
@@ -92,12 +92,13 @@ def optimize_statement(location: str, zorder: tuple[str, ...] | None, partitions
     return f"OPTIMIZE delta.`{location}` WHERE {where} ZORDER BY ({', '.join(zorder)})"
 
 
-def pinned(spark: SparkSession, settings: Settings) -> dict[str, tuple[int, str]]:
+def pinned(settings: Settings) -> dict[str, tuple[int, str]]:
     """table -> (oldest version any succeeded build wrote, that build's id)."""
     found: dict[str, tuple[int, str]] = {}
-    rows = conform.current(spark, settings, BUILDS).where(F.col("status") == "SUCCEEDED").select("build_id", "tables_written").collect()
-    for row in rows:
-        for name, version in (row["tables_written"] or {}).items():
+    for row in delivery.builds(settings, bucket_roles(ROLES)[BUILDS.layer]):
+        if row["status"] != "SUCCEEDED":
+            continue
+        for name, version in row["tables_written"].items():
             if name not in found or version < found[name][0]:
                 found[name] = (int(version), row["build_id"])
     return found
@@ -179,7 +180,7 @@ def run(
     on_table: Callable[[TableMaintenance], None] | None = None,
 ) -> list[TableMaintenance]:
     """Optimize and vacuum every existing table, keeping what recorded builds need."""
-    pins = pinned(spark, settings)
+    pins = pinned(settings)
     reports = []
     for table in tables:
         if not delta.exists(spark, table.location(settings)):

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -30,6 +30,7 @@ from lakehouse.tables import ALL_TABLES, PROGRESS, QUARANTINE, TRAINING_SET, Tab
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 #: Numeric features of the training set (feature contract v1), in the contract's order; `month` is
 #: left out, as each quarter holds its own three months.
@@ -126,11 +127,13 @@ def layer_counts(settings: Settings | None = None) -> pd.DataFrame:
     """Each silver table beside the bronze versions it has read: rows in, published, quarantined, collapsed."""
     s = _settings(settings)
     columns = ["silver_table", "bronze_read", "bronze_rows", "silver_rows", "quarantined", "collapsed"]
-    if inspect.open_table(s, PROGRESS, reader_role(PROGRESS)) is None:
+    dt = inspect.open_table(s, PROGRESS, reader_role(PROGRESS))
+    if dt is None:
         return pd.DataFrame(columns=columns)  # no silver run yet
-    progress = table_frame(PROGRESS.name, settings=s)
-    quarantined = _unresolved_quarantine(s)
-    per_table = quarantined.groupby("table_name").size() if len(quarantined) else pd.Series(dtype="int64")
+    progress = dt.to_pyarrow_table().to_pandas()
+    per_table: dict[str, int] = {}
+    for q in inspect.quarantine_summary(s):
+        per_table[q["table"]] = per_table.get(q["table"], 0) + q["rows"]
     rows = []
     for consumer, reads in progress.groupby("consumer", sort=True):
         bronze_rows = sum(table_rows(r.source_table, int(r.last_version), s) for r in reads.itertuples())
@@ -332,8 +335,12 @@ def version_diff(name: str, old_version: int, new_version: int, limit: int = 100
 
 def builds_frame(settings: Settings | None = None) -> pd.DataFrame:
     """The build manifest (`gold._builds`), newest first: quarter, status, versions read and written, digest."""
+    return _builds_frame(delivery.builds(_settings(settings)))
+
+
+def _builds_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
-    for b in delivery.builds(_settings(settings)):
+    for b in records:
         rows.append(
             {
                 "build_id": b["build_id"],
@@ -354,11 +361,10 @@ def builds_frame(settings: Settings | None = None) -> pd.DataFrame:
 
 def latest_builds(settings: Settings | None = None) -> pd.DataFrame:
     """The latest succeeded build of each quarter, quarters in order."""
-    frame = builds_frame(settings)
-    if frame.empty or not (frame["status"] == "SUCCEEDED").any():
+    latest = delivery.latest_succeeded(delivery.builds(_settings(settings)))
+    if not latest:
         raise delivery.BuildNotFound("no succeeded build is recorded yet: run `lakehouse build --all` or `lakehouse backfill --all` first")
-    succeeded = frame[frame["status"] == "SUCCEEDED"].sort_values("ended_at", ascending=False)
-    return succeeded.drop_duplicates("quarter").sort_values("quarter", ignore_index=True)
+    return _builds_frame([latest[q] for q in sorted(latest)])
 
 
 def label_balance(frame: pd.DataFrame) -> pd.DataFrame:
@@ -441,20 +447,25 @@ def experiment() -> str:
 def _mlflow_client(s: Settings) -> MlflowClient:
     _tracking()
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
     return MlflowClient(tracking_uri=s.mlflow_uri)
 
 
-def runs_frame(settings: Settings | None = None) -> pd.DataFrame:
-    """The MLflow runs of the build experiment, oldest first: build, quarter, status, rows, gates."""
-    s = _settings(settings)
+def _build_runs(s: Settings) -> list[Run]:
+    """The runs of the build experiment, oldest first, with their dataset inputs (one request)."""
     client = _mlflow_client(s)
-    columns = ["run_id", "build_id", "quarter", "status", "started_at", "training_rows", "gates_passed", "gates_failed", "code_version"]
     found = client.get_experiment_by_name(experiment())
     if found is None:
-        return pd.DataFrame(columns=columns)
+        return []
+    return list(client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000))
+
+
+def runs_frame(settings: Settings | None = None) -> pd.DataFrame:
+    """The MLflow runs of the build experiment, oldest first: build, quarter, status, rows, gates."""
+    columns = ["run_id", "build_id", "quarter", "status", "started_at", "training_rows", "gates_passed", "gates_failed", "code_version"]
     rows = []
-    for run in client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000):
+    for run in _build_runs(_settings(settings)):
         tags, metrics = run.data.tags, run.data.metrics
         rows.append(
             {
@@ -481,12 +492,11 @@ def lineage(settings: Settings | None = None) -> pd.DataFrame:
     set, the digest too).
     """
     s = _settings(settings)
-    client = _mlflow_client(s)
     manifest = {b["mlflow_run_id"]: b for b in delivery.builds(s) if b["mlflow_run_id"]}
     rows = []
-    for order, run in enumerate(runs_frame(s).itertuples()):
-        build = manifest.get(run.run_id)
-        for item in client.get_run(run.run_id).inputs.dataset_inputs:
+    for order, run in enumerate(_build_runs(s)):
+        build = manifest.get(run.info.run_id)
+        for item in run.inputs.dataset_inputs:
             tags = {t.key: t.value for t in item.tags}
             source = json.loads(item.dataset.source)
             context = tags.get("mlflow.data.context")
@@ -499,9 +509,9 @@ def lineage(settings: Settings | None = None) -> pd.DataFrame:
             rows.append(
                 {
                     "_run": order,
-                    "run_id": run.run_id,
-                    "build_id": run.build_id,
-                    "quarter": run.quarter,
+                    "run_id": run.info.run_id,
+                    "build_id": run.data.tags.get("build_id"),
+                    "quarter": run.data.tags.get("quarter"),
                     "dataset": item.dataset.name,
                     "context": context,
                     "delta_version": version,
