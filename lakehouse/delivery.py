@@ -33,7 +33,7 @@ def builds(settings: Settings, role: str = "ml") -> list[dict[str, Any]]:
     dt = inspect.open_table(settings, BUILDS, role)
     if dt is None:
         return []
-    rows = dt.to_pyarrow_table().to_pylist()
+    rows = inspect.arrow_dataset(settings, dt, role).to_table().to_pylist()
     for row in rows:
         for column in ("tables_read", "tables_written", "row_counts", "gate_reports"):
             row[column] = dict(row[column] or [])
@@ -81,7 +81,7 @@ def read_arrow(settings: Settings, record: dict[str, Any], role: str = "ml") -> 
     dt = inspect.open_table(settings, TRAINING_SET, role, version)
     if dt is None:
         raise BuildNotFound(f"{TRAINING_SET.name} does not exist at {TRAINING_SET.location(settings)}")
-    table = dt.to_pyarrow_dataset().to_table(filter=ds.field("quarter") == record["quarter"])
+    table = inspect.arrow_dataset(settings, dt, role).to_table(filter=ds.field("quarter") == record["quarter"])
     table = table.select(TRAINING_SET.column_names)
     _check(digest.arrow_digest(table), record)
     return table

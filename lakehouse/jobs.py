@@ -71,7 +71,7 @@ def months_ingested(settings: Settings | None = None) -> list[str]:
     dt = inspect.open_table(settings, INGEST_LOG, "transform")
     if dt is None:
         return []
-    rows = dt.to_pyarrow_table(columns=["feed", "object_key", "status"]).to_pylist()
+    rows = inspect.arrow_dataset(settings, dt, "transform").to_table(columns=["feed", "object_key", "status"]).to_pylist()
     done = {quarters.object_month(r["object_key"]) for r in rows if r["feed"] in FLIGHT_FEEDS and r["status"] in ("committed", "recovered")}
     return sorted(m for m in done if m)
 

@@ -68,6 +68,12 @@ def open_table(name: str, version: int | None = None, settings: Settings | None 
     return dt
 
 
+def open_dataset(name: str, version: int | None = None, settings: Settings | None = None) -> ds.Dataset:
+    """A registered table (as of `version`) as a pyarrow dataset, read with the least privileged role."""
+    s = _settings(settings)
+    return inspect.arrow_dataset(s, open_table(name, version, s), reader_role(get(name)))
+
+
 def setup_display() -> None:
     """Pandas display options for lake tables: whole 64-character keys, wide and long frames."""
     pd.set_option("display.max_colwidth", 80)
@@ -118,7 +124,7 @@ def table_frame(
     name: str, version: int | None = None, columns: list[str] | None = None, limit: int | None = None, settings: Settings | None = None
 ) -> pd.DataFrame:
     """A table (as of `version`) as pandas; `limit` reads only that many rows."""
-    dataset = open_table(name, version, settings).to_pyarrow_dataset()
+    dataset = open_dataset(name, version, settings)
     rows = dataset.head(limit, columns=columns) if limit is not None else dataset.to_table(columns=columns)
     return rows.to_pandas()
 
@@ -130,7 +136,7 @@ def layer_counts(settings: Settings | None = None) -> pd.DataFrame:
     dt = inspect.open_table(s, PROGRESS, reader_role(PROGRESS))
     if dt is None:
         return pd.DataFrame(columns=columns)  # no silver run yet
-    progress = dt.to_pyarrow_table().to_pandas()
+    progress = inspect.arrow_dataset(s, dt, reader_role(PROGRESS)).to_table().to_pandas()
     per_table: dict[str, int] = {}
     for q in inspect.quarantine_summary(s):
         per_table[q["table"]] = per_table.get(q["table"], 0) + q["rows"]
@@ -157,7 +163,7 @@ def _unresolved_quarantine(s: Settings) -> pd.DataFrame:
     dt = inspect.open_table(s, QUARANTINE, reader_role(QUARANTINE))
     if dt is None:
         return pd.DataFrame(columns=QUARANTINE.column_names)
-    return dt.to_pyarrow_dataset().to_table(filter=ds.field("resolved_at").is_null()).to_pandas()
+    return inspect.arrow_dataset(s, dt, reader_role(QUARANTINE)).to_table(filter=ds.field("resolved_at").is_null()).to_pandas()
 
 
 def quarantine_frame(settings: Settings | None = None) -> pd.DataFrame:
@@ -256,12 +262,11 @@ class VersionDiff:
         return f"{self.table} v{self.old_version} -> v{self.new_version}: {self.n_added} added, {self.n_removed} removed, {self.n_changed} changed"
 
 
-def _changed_files(old: DeltaTable, new: DeltaTable) -> tuple[pa.Table, pa.Table]:
+def _changed_files(old_ds: ds.FileSystemDataset, new_ds: ds.FileSystemDataset) -> tuple[pa.Table, pa.Table]:
     """The rows of the files only the old version has, and of the files only the new one has.
 
     Rows in files that both versions share are identical in both, so only these can differ.
     """
-    old_ds, new_ds = old.to_pyarrow_dataset(), new.to_pyarrow_dataset()
     old_frags, new_frags = list(old_ds.get_fragments()), list(new_ds.get_fragments())
     old_paths, new_paths = {f.path for f in old_frags}, {f.path for f in new_frags}
 
@@ -293,7 +298,7 @@ def version_diff(name: str, old_version: int, new_version: int, limit: int = 100
     and removed frames hold at most `limit` rows.
     """
     s, table = _settings(settings), get(name)
-    old_rows, new_rows = _changed_files(open_table(name, old_version, s), open_table(name, new_version, s))
+    old_rows, new_rows = _changed_files(open_dataset(name, old_version, s), open_dataset(name, new_version, s))
     keys = table.keys or tuple(old_rows.column_names)
     old_keys, new_keys = _key_strings(old_rows, keys), _key_strings(new_rows, keys)
     in_new, in_old = pc.is_in(old_keys, value_set=new_keys.combine_chunks()), pc.is_in(new_keys, value_set=old_keys.combine_chunks())

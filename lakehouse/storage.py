@@ -140,6 +140,22 @@ def s3a_url(settings: Settings, logical_bucket: str, path: str) -> str:
     return f"s3a://{settings.bucket(logical_bucket)}/{path.lstrip('/')}"
 
 
+def arrow_filesystem(settings: Settings, role: str):
+    """pyarrow's native S3 filesystem, acting as `role` (for reading Delta data files with pyarrow)."""
+    from pyarrow import fs
+
+    creds, endpoint = settings.credentials_for(role), urlparse(settings.s3_endpoint)
+    return fs.S3FileSystem(
+        access_key=creds.access_key,
+        secret_key=creds.secret_key,
+        endpoint_override=endpoint.netloc,
+        scheme=endpoint.scheme,
+        region=settings.s3_region,
+        allow_bucket_creation=False,
+        allow_bucket_deletion=False,
+    )
+
+
 def delta_rs_storage_options(settings: Settings, role: str) -> dict[str, str]:
     """Storage options for the deltalake (delta-rs) reader, acting as `role`."""
     creds = settings.credentials_for(role)
