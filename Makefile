@@ -13,7 +13,7 @@ SOURCES     := $(LAKEHOUSE_HOME)/sources
 VEGA        := vega-datasets-3.2.1
 VEGA_SHA256 := 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3
 
-.PHONY: help setup venv jars data up down status demo test test-unit clean-state
+.PHONY: help setup venv jars data up down status demo test test-unit bench clean-state
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ test: setup  ## run every test (starts its own services in a temporary folder)
 
 test-unit: setup  ## only the unit tests
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup  ## fresh lake, DuckDB reference vs CLI build vs one-month increment vs Airflow (BENCH_ARGS="--parts cli")
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean-state: down  ## stop the services and delete all local data (.lakehouse)
 	rm -rf $(LAKEHOUSE_HOME)

@@ -24,6 +24,7 @@ from gold.daily import eligible
 from lakehouse import conform, delta, digest, faults, quality, quarters, storage
 from lakehouse.conform import RunContext, TableResult
 from lakehouse.settings import Settings
+from lakehouse.spark import job_description
 from lakehouse.tables import REGISTRY, AIRPORT_DAILY, BUILDS, INGEST_LOG, PROGRESS, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
 from silver import airports, carriers, flights, planes, weather_hourly
 
@@ -60,7 +61,8 @@ def run_silver(spark: SparkSession, settings: Settings, ctx: RunContext, on_tabl
     """Every silver table from the bronze rows it has not processed yet."""
     results = []
     for job in SILVER_JOBS:
-        result = job.run(spark, settings, ctx)
+        with job_description(spark, f"silver {job.__name__}"):
+            result = job.run(spark, settings, ctx)
         results.append(result)
         if on_table is not None:
             on_table(result)
@@ -333,12 +335,14 @@ def build(
         before = len(ctx.gates)
         quarter_started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
         try:
-            result = gold_step(spark, settings, quarter, ctx, code_version, force)
+            with job_description(spark, f"gold {quarter}"):
+                result = gold_step(spark, settings, quarter, ctx, code_version, force)
         except Exception as error:
             record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, None, silver_gates + gate_refs(ctx.gates[before:]), error)
             raise
         if result.skipped_as is None:
-            row = record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, result, silver_gates + gate_refs(ctx.gates[before:]), None)
+            with job_description(spark, f"record {quarter}"):
+                row = record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, result, silver_gates + gate_refs(ctx.gates[before:]), None)
             result.build_id, result.mlflow_run_id = row["build_id"], row["mlflow_run_id"]
         report.gold.append(result)
         report.seconds[f"gold {quarter}"] = time.monotonic() - t1

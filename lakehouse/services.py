@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -303,6 +304,37 @@ SERVICES: tuple[Service, ...] = (
 JUPYTER = Service(
     "jupyter", lambda s: f"http://127.0.0.1:{s.jupyter_port}/lab", lambda s: True, _jupyter_prepare, lambda s: _http_ok(f"http://127.0.0.1:{s.jupyter_port}/api")
 )
+
+
+# ---------------------------------------------------------------- ports
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on right now (for a second stack: tests, the benchmark)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int = 16) -> int:
+    """A base port whose next `size` loopback ports are all free (SeaweedFS takes a block)."""
+    for _ in range(200):
+        base = free_port()
+        if base + size >= 65535:
+            continue
+        socks: list[socket.socket] = []
+        try:
+            for offset in range(size):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise ServiceError("no block of free loopback ports")
 
 
 # ---------------------------------------------------------------- process control

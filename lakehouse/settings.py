@@ -65,6 +65,7 @@ class Settings:
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
     code_version: str | None = None
     fail_at: str | None = None
+    spark_event_log_dir: Path | None = None  # Spark event logs (`make bench` sets it), for the history server
 
     @property
     def state_dir(self) -> Path:
@@ -169,6 +170,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
+        spark_event_log_dir=Path(values["LAKEHOUSE_SPARK_EVENT_LOG_DIR"]) if values.get("LAKEHOUSE_SPARK_EVENT_LOG_DIR") else None,
     )
 
 
@@ -194,7 +196,11 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
             continue
         env[f"LAKEHOUSE_{role.upper()}_ACCESS_KEY"] = creds.access_key
         env[f"LAKEHOUSE_{role.upper()}_SECRET_KEY"] = creds.secret_key
-    for name, value in (("CODE_VERSION", settings.code_version), ("FAIL_AT", settings.fail_at), ("AIRFLOW_PASSWORD", settings.airflow_password)):
+    optional = (
+        ("CODE_VERSION", settings.code_version), ("FAIL_AT", settings.fail_at), ("AIRFLOW_PASSWORD", settings.airflow_password),
+        ("SPARK_EVENT_LOG_DIR", settings.spark_event_log_dir and str(settings.spark_event_log_dir)),
+    )  # fmt: skip
+    for name, value in optional:
         if value:
             env[f"LAKEHOUSE_{name}"] = value
     return env

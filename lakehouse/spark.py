@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -92,6 +93,11 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str) -> dict[
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
     }
     conf.update({f"spark.hadoop.{k}": v for k, v in _S3A.items()})
+    if settings.spark_event_log_dir is not None:
+        # one event log per application: the history server (or any reader) names the slow job
+        conf["spark.eventLog.enabled"] = "true"
+        conf["spark.eventLog.dir"] = settings.spark_event_log_dir.resolve().as_uri()
+        conf["spark.eventLog.compress"] = "false"  # JSON lines that any reader (bench/eventlog.py) can open
     for logical, role in bucket_roles(roles).items():
         creds = settings.credentials_for(role)
         bucket = settings.bucket(logical)
@@ -131,6 +137,8 @@ def build_session(
     os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
     # PySpark takes the workers' Python from the environment only, when the context starts
     os.environ["PYSPARK_PYTHON"] = settings.spark_python
+    if settings.spark_event_log_dir is not None:
+        settings.spark_event_log_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
     for key, value in {**spark_conf(settings, wanted, app_name), **(extra or {})}.items():
         builder = builder.config(key, value)
@@ -142,3 +150,15 @@ def build_session(
         _session_roles.clear()
         _session_roles.update(wanted)
     return spark
+
+
+@contextmanager
+def job_description(spark: SparkSession, text: str) -> Iterator[None]:
+    """Name the Spark jobs started inside the block (event logs and the UI show it), then restore."""
+    context = spark.sparkContext
+    before = context.getLocalProperty("spark.job.description")
+    context.setJobDescription(text)
+    try:
+        yield
+    finally:
+        context.setJobDescription(before)  # type: ignore[arg-type]

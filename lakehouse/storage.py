@@ -135,6 +135,15 @@ def remove_prefix(settings: Settings, role: str, logical_bucket: str, prefix: st
     return len(names)
 
 
+def empty_bucket(settings: Settings, logical_bucket: str) -> None:
+    """Delete a bucket with everything in it and create it again, empty (as admin: tests and the benchmark)."""
+    remove_prefix(settings, "admin", logical_bucket, "")
+    # SeaweedFS keeps empty folders after their objects go; dropping the bucket clears them too
+    admin = client(settings, "admin")
+    admin.remove_bucket(settings.bucket(logical_bucket))
+    admin.make_bucket(settings.bucket(logical_bucket))
+
+
 def s3a_url(settings: Settings, logical_bucket: str, path: str) -> str:
     """The Spark (S3A) URL of a path in a logical bucket."""
     return f"s3a://{settings.bucket(logical_bucket)}/{path.lstrip('/')}"

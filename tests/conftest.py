@@ -7,43 +7,13 @@ cannot start fails the run; nothing is skipped.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 from dotenv import dotenv_values
 
-from minio.deleteobjects import DeleteObject
-
 from lakehouse import services, storage
 from lakehouse.settings import PROJECT_ROOT, Settings, settings_from_mapping
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _free_block(size: int = 16) -> int:
-    """A base port whose next `size` ports are all free."""
-    for _ in range(200):
-        base = _free_port()
-        if base + size >= 65535:
-            continue
-        try:
-            socks = []
-            for offset in range(size):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", base + offset))
-                socks.append(sock)
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no block of free ports")
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +25,11 @@ def lake_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {
         **secrets,
         "LAKEHOUSE_HOME": str(home),
-        "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
-        "LAKEHOUSE_WEED_PORT_BASE": str(_free_block()),
-        "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{_free_port()}",
-        "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{_free_port()}",
-        "LAKEHOUSE_JUPYTER_PORT": str(_free_port()),
+        "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{services.free_port()}",
+        "LAKEHOUSE_WEED_PORT_BASE": str(services.free_port_block()),
+        "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{services.free_port()}",
+        "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{services.free_port()}",
+        "LAKEHOUSE_JUPYTER_PORT": str(services.free_port()),
         "LAKEHOUSE_SPARK_MASTER": "local[2]",
         "LAKEHOUSE_SPARK_DRIVER_MEMORY": "3g",
         "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": "4",
@@ -94,15 +64,8 @@ def stack(settings: Settings) -> Iterator[Settings]:
 
 def reset_lake(settings: Settings, spark) -> Settings:
     """Empty every data bucket and drop Spark's Delta caches: a scenario starts from nothing."""
-    admin = storage.client(settings, "admin")
     for logical in ("landing", "bronze", "silver", "gold", "quality"):
-        bucket = settings.bucket(logical)
-        keys = [o.object_name for o in admin.list_objects(bucket, recursive=True)]
-        errors = list(admin.remove_objects(bucket, [DeleteObject(k) for k in keys]))
-        assert not errors, errors
-        # SeaweedFS keeps empty folders after their objects go; dropping the bucket clears them too
-        admin.remove_bucket(bucket)
-    storage.ensure_buckets(settings)
+        storage.empty_bucket(settings, logical)
     spark.catalog.clearCache()
     spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
     return settings
