@@ -28,10 +28,12 @@ def step_of(description: str | None) -> str:
 def summarize(path: Path) -> tuple[str, list[tuple[str, int, float, float]]]:
     """(application name, [(description, jobs, seconds in jobs, wall seconds)]) of one event log."""
     app, starts, spans = path.name, {}, defaultdict(list)
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    files = sorted(f for f in path.iterdir() if f.name.startswith("events_")) if path.is_dir() else [path]
     for file in files:
         with open(file, errors="replace") as handle:
             for line in handle:
+                if not line.strip():
+                    continue
                 event = json.loads(line)
                 kind = event.get("Event")
                 if kind == "SparkListenerApplicationStart":

@@ -82,7 +82,7 @@ def draw(output: Path) -> Path:
                 bronze = Storage("bronze\n7 feed tables (strings, append-only,\nchange data feed) + _ingest_log")
                 silver = Storage("silver\nflights, airports, carriers, planes,\nweather_hourly + _quarantine, _progress")
                 gold = Storage("gold\nroute_daily, airport_daily,\ntraining_set (per quarter) + _builds")
-            quality = Storage("quality\nstaging/ (unpublished output)\nreports/ (GX JSON + HTML)")
+            quality = Storage("quality\nreports/ (GX JSON + HTML)")
             mlflow_bucket = Storage("mlflow\nrun artifacts")
 
         with group("Spark jobs: the lakehouse library\nlocal[*] or spark://master:7077 (LAKEHOUSE_SPARK_MASTER)"):

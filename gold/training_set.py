@@ -8,13 +8,16 @@ the latest day any of them read, and the gold gate rejects a row where it is not
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from gold.daily import eligible, is_late
 from lakehouse import quality as q
+from lakehouse.quarters import quarter_col
 from lakehouse.tables import TRAINING_SET
 
 FEATURE_CONTRACT_VERSION = "1"
@@ -53,19 +56,16 @@ def origin_window_features(airport_daily: DataFrame) -> DataFrame:
 
 
 def build_training_set(
-    flights: DataFrame, route_daily: DataFrame, airport_daily: DataFrame, weather: DataFrame, quarter: str, start: date, end: date
+    flights: DataFrame, route_daily: DataFrame, airport_daily: DataFrame, weather: DataFrame, periods: Mapping[str, tuple[date, date]]
 ) -> DataFrame:
-    """The training rows of one quarter [start, end).
+    """The training rows of the quarters in `periods` ({quarter: [start, end)}), built together.
 
-    `route_daily` and `airport_daily` must cover at least [start - 28 days, end) so that the first
-    days of the quarter see their history (which lies in the previous quarter).
+    `route_daily` and `airport_daily` must cover at least [start - 28 days, end) of each quarter so
+    that its first days see their history (which lies in the previous quarter).
     """
     departure_hour = F.date_trunc("hour", F.coalesce("sched_dep_local_ts", "dep_local_ts")).cast("timestamp_ntz")
-    rows = (
-        eligible(flights)
-        .where((F.col("flight_date") >= F.lit(start)) & (F.col("flight_date") < F.lit(end)))
-        .withColumn("_dep_hour_ts", departure_hour)
-    )
+    in_periods = reduce(lambda a, b: a | b, [(F.col("flight_date") >= F.lit(s)) & (F.col("flight_date") < F.lit(e)) for s, e in periods.values()])
+    rows = eligible(flights).where(in_periods).withColumn("_dep_hour_ts", departure_hour)
     hourly = weather.select(
         F.col("origin").alias("_w_origin"), F.col("obs_local_ts").alias("_w_ts"), "temp_f", "wind_speed_mph", "precip_in", "visib_mi"
     )
@@ -77,7 +77,7 @@ def build_training_set(
     return joined.select(
         "flight_id",
         "flight_date",
-        F.lit(quarter).alias("quarter"),
+        quarter_col(F.col("flight_date")).alias("quarter"),
         "source_system",
         "origin",
         "dest",

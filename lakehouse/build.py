@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from gold import airport_daily, route_daily, training_set
 from gold.daily import eligible
-from lakehouse import conform, delta, digest, faults, quality, quarters, storage
+from lakehouse import conform, delivery, delta, digest, faults, inspect, quality, quarters
 from lakehouse.conform import RunContext, TableResult
 from lakehouse.settings import Settings
 from lakehouse.spark import job_description
 from lakehouse.tables import REGISTRY, AIRPORT_DAILY, BUILDS, INGEST_LOG, PROGRESS, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
 from silver import airports, carriers, flights, planes, weather_hourly
+
+log = logging.getLogger(__name__)
 
 #: Silver jobs in dependency order: dimensions before the facts that reference them.
 SILVER_JOBS = (airports, carriers, planes, weather_hourly, flights)
@@ -46,7 +50,10 @@ class GoldResult:
     build_id: str | None = None
     mlflow_run_id: str | None = None
     skipped_as: str | None = None  # the up-to-date build this one would repeat
-    seconds: float = 0.0
+    stale_reason: str | None = None  # why it was built ("never built", "silver.flights changed in 2013-05", "forced")
+    gate_refs: list[dict[str, Any]] = field(default_factory=list)  # this quarter's gates (suite, success, report)
+    error: str | None = None  # the gate that blocked it
+    seconds: float = 0.0  # the quarter's share of the pass that built it
 
 
 @dataclass
@@ -77,87 +84,143 @@ def _month_range(start, end) -> list[str]:
     return months
 
 
-def _stage_and_gate(
-    spark: SparkSession, settings: Settings, ctx: RunContext, table: Table, df: DataFrame, quarter: str, checks: list[quality.Check], result: GoldResult
-) -> DataFrame:
-    """Write one gold table's quarter where no reader looks, and audit it; return the staged rows (cached)."""
-    staging = table.staging_location(settings, f"{ctx.run_id}/{quarter}")
-    delta.overwrite(df, staging)
-    staged = delta.read(spark, staging).persist(StorageLevel.MEMORY_AND_DISK)
+#: The silver.flights columns gold reads: the one projection of silver that a quarter's build caches.
+_GOLD_FLIGHT_COLUMNS = (
+    "flight_id", "flight_date", "source_system", "origin", "dest", "distance_mi", "arr_delay_min", "is_cancelled",
+    "sched_dep_local_ts", "dep_local_ts",
+)  # fmt: skip
+
+
+def _gate(settings: Settings, ctx: RunContext, table: Table, df: DataFrame, quarter: str, checks: list[quality.Check], result: GoldResult) -> None:
+    """Audit one gold table's rows of the quarter, in memory, before anything is written."""
     suite = f"gold.{table.short_name}.{quarter}"
+    before = len(ctx.gates)
     try:
-        quality.gate(settings, ctx.run_id, staged, suite, checks, ctx.gates)
-    except Exception:
-        staged.unpersist()
-        raise
+        quality.gate(settings, ctx.run_id, df, suite, checks, ctx.gates)
+    finally:
+        result.gate_refs += gate_refs(ctx.gates[before:])
     result.gates.append(suite)
-    return staged
 
 
-def _publish_quarter(spark: SparkSession, settings: Settings, ctx: RunContext, staged: dict[str, DataFrame], quarter: str, result: GoldResult) -> None:
-    """Replace the quarter's partition of each gold table with its audited staged rows."""
-    for name, rows in staged.items():
-        table = REGISTRY[name]
-        delta.ensure_table(spark, settings, table)
-        result.versions[name] = delta.replace_where(rows, table.location(settings), f"quarter = '{quarter}'", user_metadata=ctx.run_id)
-        result.rows[name] = rows.count()
+def _any_of(conditions: list[Column]) -> Column:
+    return reduce(lambda a, b: a | b, conditions)
 
 
-def run_gold(spark: SparkSession, settings: Settings, quarter: str, ctx: RunContext, reads: Mapping[str, int] | None = None) -> GoldResult:
-    """Build route_daily, airport_daily and the training set of one quarter; publish all three only when all gates pass.
+def run_gold(
+    spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx: RunContext, reads: Mapping[str, int] | None = None
+) -> tuple[list[GoldResult], dict[str, quality.GateFailed]]:
+    """Build route_daily, airport_daily and the training set of the `wanted` quarters in one pass.
 
-    `reads` are the table versions to record as read, when the caller has just looked them up.
+    Silver is read once into a cached projection of the columns gold needs (the quarters and the
+    lookback before each); the three outputs of every quarter are computed once and cached; each
+    quarter's three gates run on the cached rows; then each gold table is written once, replacing
+    the partitions of the quarters whose three gates all passed (a blocked quarter publishes none of
+    its tables). The digests come from the same cached rows. Returns the results in quarter order
+    and the gate failures by quarter. `reads` are the table versions to record as read, when the
+    caller has just looked them up.
     """
     t0 = time.monotonic()
-    result = GoldResult(quarter)
-    start, end = quarters.parse(quarter)
-    lookback = start - timedelta(days=LOOKBACK_DAYS)
+    reads = dict(reads) if reads is not None else read_versions(settings)
+    periods = {q: quarters.parse(q) for q in sorted(set(wanted))}
+    results = {q: GoldResult(q, read_versions=dict(reads)) for q in periods}
+    failures: dict[str, quality.GateFailed] = {}
+    lookback = timedelta(days=LOOKBACK_DAYS)
+    months = sorted({m for q in periods for m in months_read(q)[SILVER_FLIGHTS.name]})
     # the latest versions, recorded as read: one writer at a time, so nothing commits in between (a
     # versionAsOf read of them would be refused once their commit is older than the file retention)
-    result.read_versions = dict(reads) if reads is not None else read_versions(spark, settings)
-    silver_flights = delta.read(spark, SILVER_FLIGHTS.location(settings)).where(
-        F.col("flight_month").isin(*_month_range(lookback, end)) & (F.col("flight_date") >= F.lit(lookback)) & (F.col("flight_date") < F.lit(end))
+    silver_flights = (
+        delta.read(spark, SILVER_FLIGHTS.location(settings))
+        .where(F.col("flight_month").isin(*months))
+        .where(_any_of([(F.col("flight_date") >= F.lit(s - lookback)) & (F.col("flight_date") < F.lit(e)) for s, e in periods.values()]))
+        .select(*_GOLD_FLIGHT_COLUMNS)
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
     weather = conform.current(spark, settings, SILVER_WEATHER).where(
-        (F.col("obs_local_ts") >= F.lit(start)) & (F.col("obs_local_ts") < F.lit(end + timedelta(days=1)))
+        _any_of([(F.col("obs_local_ts") >= F.lit(s)) & (F.col("obs_local_ts") < F.lit(e + timedelta(days=1))) for s, e in periods.values()])
     )
-    in_quarter = (F.col("flight_date") >= F.lit(start)) & (F.col("flight_date") < F.lit(end))
-    result.eligible_rows = eligible(silver_flights).where(in_quarter).count()
-    routes = route_daily.build_route_daily(silver_flights).persist(StorageLevel.MEMORY_AND_DISK)
-    origins = airport_daily.build_airport_daily(silver_flights).persist(StorageLevel.MEMORY_AND_DISK)
-    staged: dict[str, DataFrame] = {}
+    cached: list[DataFrame] = [silver_flights]
     try:
-        of_quarter = F.col("quarter") == quarter
-        staged[ROUTE_DAILY.name] = _stage_and_gate(
-            spark, settings, ctx, ROUTE_DAILY, routes.where(of_quarter), quarter, route_daily.checks(quarter, result.eligible_rows), result
-        )
-        staged[AIRPORT_DAILY.name] = _stage_and_gate(
-            spark, settings, ctx, AIRPORT_DAILY, origins.where(of_quarter), quarter, airport_daily.checks(quarter, result.eligible_rows), result
-        )
-        rows = training_set.build_training_set(silver_flights, routes, origins, weather, quarter, start, end)
-        staged[TRAINING_SET.name] = _stage_and_gate(
-            spark, settings, ctx, TRAINING_SET, rows, quarter, training_set.checks(quarter, result.eligible_rows, ctx.config), result
-        )
-        _publish_quarter(spark, settings, ctx, staged, quarter, result)
-        faults.checkpoint(settings, "gold.after_publish")
+        eligible_rows = {
+            r["quarter"]: int(r["count"])
+            for r in eligible(silver_flights).groupBy(quarters.quarter_col(F.col("flight_date")).alias("quarter")).count().collect()
+        }
+        routes = route_daily.build_route_daily(silver_flights).persist(StorageLevel.MEMORY_AND_DISK)
+        origins = airport_daily.build_airport_daily(silver_flights).persist(StorageLevel.MEMORY_AND_DISK)
+        rows = training_set.build_training_set(silver_flights, routes, origins, weather, periods).persist(StorageLevel.MEMORY_AND_DISK)
+        cached += [routes, origins, rows]
+        passed = []
+        for quarter, result in results.items():
+            result.eligible_rows = eligible_rows.get(quarter, 0)
+            of_quarter = F.col("quarter") == quarter
+            try:
+                with job_description(spark, f"gold {quarter} gates"):
+                    _gate(settings, ctx, ROUTE_DAILY, routes.where(of_quarter), quarter, route_daily.checks(quarter, result.eligible_rows), result)
+                    _gate(settings, ctx, AIRPORT_DAILY, origins.where(of_quarter), quarter, airport_daily.checks(quarter, result.eligible_rows), result)
+                    _gate(settings, ctx, TRAINING_SET, rows.where(of_quarter), quarter, training_set.checks(quarter, result.eligible_rows, ctx.config), result)
+                passed.append(quarter)
+            except quality.GateFailed as failure:
+                failures[quarter], result.error = failure, str(failure)
+        if passed:
+            in_passed = F.col("quarter").isin(*passed)
+            predicate = "quarter IN (" + ", ".join(f"'{q}'" for q in passed) + ")"
+            with job_description(spark, "gold publish"):
+                for name, frame in ((ROUTE_DAILY.name, routes), (AIRPORT_DAILY.name, origins), (TRAINING_SET.name, rows)):
+                    table = REGISTRY[name]
+                    delta.ensure_table(spark, settings, table)
+                    version = delta.replace_where(frame.where(in_passed), table.location(settings), predicate, user_metadata=ctx.run_id)
+                    counts = {r["quarter"]: int(r["count"]) for r in frame.where(in_passed).groupBy("quarter").count().collect()}
+                    for quarter in passed:
+                        results[quarter].versions[name] = version
+                        results[quarter].rows[name] = counts.get(quarter, 0)
+            faults.checkpoint(settings, "gold.after_publish")
+            with job_description(spark, "gold digests"):
+                digests = digest.spark_digests(rows.where(in_passed), "quarter")
+            for quarter in passed:
+                results[quarter].digest = digests[quarter]
     finally:
-        for frame in (routes, origins, *staged.values()):
+        for frame in cached:
             frame.unpersist()
-        for table in (ROUTE_DAILY, AIRPORT_DAILY, TRAINING_SET):
-            storage.remove_prefix(settings, "transform", "quality", f"staging/{table.name}/{ctx.run_id}/{quarter}/")
-    published = delta.read(spark, TRAINING_SET.location(settings), result.versions[TRAINING_SET.name]).where(F.col("quarter") == quarter)
-    result.digest = digest.spark_digest(published)
-    result.seconds = time.monotonic() - t0
-    return result
+    share = (time.monotonic() - t0) / max(len(results), 1)
+    for result in results.values():
+        result.seconds = share
+    return list(results.values()), failures
 
 
-def read_versions(spark: SparkSession, settings: Settings) -> dict[str, int]:
-    """The versions a gold build reads (silver flights and weather) and the bronze versions behind them."""
-    versions = {t.name: delta.latest_version(spark, t.location(settings)) for t in (SILVER_FLIGHTS, SILVER_WEATHER) if delta.exists(spark, t.location(settings))}
-    progress = conform.current(spark, settings, PROGRESS).where(F.col("consumer").isin(SILVER_FLIGHTS.name, SILVER_WEATHER.name))
-    for row in progress.collect():
-        versions[row["source_table"]] = int(row["last_version"])
+def _progress_versions(settings: Settings) -> dict[tuple[str, str], int]:
+    """(silver consumer, bronze table) -> the last bronze version that silver table processed (delta-rs, no JVM)."""
+    dt = inspect.open_table(settings, PROGRESS, "transform")
+    if dt is None:
+        return {}
+    rows = inspect.arrow_dataset(settings, dt, "transform").to_table(columns=["consumer", "source_table", "last_version"]).to_pylist()
+    return {(r["consumer"], r["source_table"]): int(r["last_version"]) for r in rows}
+
+
+def _version(settings: Settings, table: Table) -> int | None:
+    dt = inspect.open_table(settings, table, "transform")
+    return None if dt is None else int(dt.version())
+
+
+def read_versions(settings: Settings) -> dict[str, int]:
+    """The versions a gold build reads (silver flights and weather) and the bronze versions behind them (no JVM)."""
+    versions = {t.name: v for t in (SILVER_FLIGHTS, SILVER_WEATHER) if (v := _version(settings, t)) is not None}
+    for (consumer, source), version in _progress_versions(settings).items():
+        if consumer in (SILVER_FLIGHTS.name, SILVER_WEATHER.name):
+            versions[source] = version
     return versions
+
+
+def silver_pending(settings: Settings) -> list[str]:
+    """The silver tables with bronze rows they have not processed yet (no JVM)."""
+    done = _progress_versions(settings)
+    pending = []
+    for job in SILVER_JOBS:
+        consumer = job.SPEC.table.name
+        for source in job.SPEC.prepare:
+            version = _version(settings, REGISTRY[source])
+            if version is not None and version > done.get((consumer, source), -1):
+                pending.append(consumer)
+                break
+    return pending
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -165,18 +228,64 @@ def config_digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def previous_builds(spark: SparkSession, settings: Settings) -> list[dict[str, Any]]:
-    """Every recorded build, oldest first."""
-    return [r.asDict(recursive=True) for r in conform.current(spark, settings, BUILDS).orderBy("ended_at").collect()]
+def previous_builds(settings: Settings) -> list[dict[str, Any]]:
+    """Every recorded build, oldest first (the manifest, read with delta-rs)."""
+    return list(reversed(delivery.builds(settings, "transform")))
 
 
-def up_to_date(previous: list[dict[str, Any]], quarter: str, reads: Mapping[str, int], code_version: str, config: str) -> str | None:
-    """The id of a succeeded build of `quarter` from the same inputs, code and configuration, if any."""
-    for row in reversed(previous):
-        if row["quarter"] == quarter and row["status"] == "SUCCEEDED":
-            same = dict(row["tables_read"]) == dict(reads) and row["code_version"] == code_version and row["config_digest"] == config
-            return row["build_id"] if same else None
+def months_read(quarter: str) -> dict[str, list[str]]:
+    """The months of each silver table that a quarter's gold build reads (its lookback included)."""
+    start, end = quarters.parse(quarter)
+    return {
+        SILVER_FLIGHTS.name: _month_range(start - timedelta(days=LOOKBACK_DAYS), end),
+        # the departure hour of a flight late on the quarter's last day may fall on the next day
+        SILVER_WEATHER.name: _month_range(start, end + timedelta(days=1)),
+    }
+
+
+#: How each silver table that gold reads names the month of a changed row: (partition, time column).
+_MONTH_OF = {SILVER_FLIGHTS.name: ("flight_month", None), SILVER_WEATHER.name: (None, "obs_local_ts")}
+
+
+def stale_because(
+    settings: Settings, last: Mapping[str, Any] | None, quarter: str, reads: Mapping[str, int], code_version: str, config: str
+) -> str | None:
+    """Why `quarter` must be built again since its last succeeded build `last`, or None when it is up to date.
+
+    Up to date means: the same code and thresholds, and no commit to silver since that build changed
+    a row in a month the quarter reads (its own months and its lookback). The Delta log names the
+    partitions (or, for an unpartitioned table, the time range) each commit changed, so a
+    correction to one month rebuilds exactly the quarters that read that month.
+    """
+    if last is None:
+        return "never built"
+    if last["code_version"] != code_version:
+        return f"code changed ({last['code_version']} -> {code_version})"
+    if last["config_digest"] != config:
+        return "quality thresholds changed"
+    recorded = dict(last["tables_read"] or {})
+    for table, months in months_read(quarter).items():
+        before, now = recorded.get(table), reads.get(table)
+        if before == now:
+            continue
+        if before is None or now is None:
+            return f"{table} appeared or vanished"
+        if now < before:
+            return f"{table} is older (v{now}) than the build read (v{before})"
+        partition, time_column = _MONTH_OF[table]
+        commits = delta.commit_actions(settings, REGISTRY[table], before, now)
+        changed = None if commits is None else delta.changed_months(commits, partition, time_column)
+        if changed is None:
+            return f"{table} changed since v{before} where the log cannot tell which months"
+        touched = sorted(changed & set(months))
+        if touched:
+            return f"{table} changed in {', '.join(touched)} (v{before} -> v{now})"
     return None
+
+
+def last_succeeded(previous: list[dict[str, Any]], quarter: str) -> dict[str, Any] | None:
+    """The newest succeeded build of `quarter` (`previous` is oldest first)."""
+    return next((row for row in reversed(previous) if row["quarter"] == quarter and row["status"] == "SUCCEEDED"), None)
 
 
 def gate_refs(gates: Sequence[quality.GateResult]) -> list[dict[str, Any]]:
@@ -239,7 +348,7 @@ def record(
     from lakehouse import tracking
 
     status = "FAILED" if error is not None else "SUCCEEDED"
-    build_id = _build_id(previous_builds(spark, settings), f"{ctx.run_id}-{quarter}", status, dict(gold.versions) if gold is not None else {})
+    build_id = _build_id(previous_builds(settings), f"{ctx.run_id}-{quarter}", status, dict(gold.versions) if gold is not None else {})
     if not isinstance(build_id, str):
         return build_id  # recorded already
     rows: dict[str, int] = {}
@@ -293,14 +402,28 @@ def _delta_version() -> str:
     return version("delta-spark")
 
 
-def gold_step(spark: SparkSession, settings: Settings, quarter: str, ctx: RunContext, code_version: str, force: bool = False) -> GoldResult:
-    """Gold for one quarter, unless its last succeeded build read the same inputs with the same code and config."""
-    reads = read_versions(spark, settings)
-    if not force:
-        same_as = up_to_date(previous_builds(spark, settings), quarter, reads, code_version, config_digest(ctx.config))
-        if same_as is not None:
-            return GoldResult(quarter, read_versions=reads, skipped_as=same_as)
-    return run_gold(spark, settings, quarter, ctx, reads)
+def plan_gold(
+    settings: Settings, wanted: Sequence[str], code_version: str, config: Mapping[str, Any], force: Sequence[str] = ()
+) -> tuple[dict[str, int], dict[str, str], dict[str, GoldResult]]:
+    """Which wanted quarters are stale: (versions read, {quarter: why it is built}, {quarter: skipped result}).
+
+    The one place that decides what a run builds: a quarter in `force`, never built, built by other
+    code or thresholds, or whose silver months changed since its last succeeded build
+    (`stale_because`). It reads the Delta logs and the manifest with delta-rs: no JVM.
+    """
+    reads = read_versions(settings)
+    previous = previous_builds(settings)
+    digest_of_config = config_digest(config)
+    stale: dict[str, str] = {}
+    skipped: dict[str, GoldResult] = {}
+    for quarter in sorted(set(wanted)):
+        last = last_succeeded(previous, quarter)
+        reason = "forced" if quarter in force else stale_because(settings, last, quarter, reads, code_version, digest_of_config)
+        if reason is None and last is not None:
+            skipped[quarter] = GoldResult(quarter, read_versions=dict(reads), skipped_as=last["build_id"])
+        else:
+            stale[quarter] = reason or "forced"
+    return reads, stale, skipped
 
 
 def build(
@@ -311,17 +434,19 @@ def build(
     code_version: str,
     on_silver: Callable[[TableResult], None] | None = None,
     on_gold: Callable[[GoldResult], None] | None = None,
-    force: bool = False,
+    force: bool | Sequence[str] = False,
 ) -> BuildReport:
-    """Silver for the new bronze rows, then gold for each wanted quarter; every build is recorded.
+    """Silver for the new bronze rows, then gold for the stale wanted quarters in one pass; every build is recorded.
 
-    A quarter whose last succeeded build read the same table versions with the same code and
-    configuration is skipped (it would produce the same training set), unless `force`.
-    Each failure is recorded as a FAILED build (manifest row and MLflow run) and raised.
+    A quarter is skipped as up to date unless it is stale (`plan_gold`); `force` (True for every
+    wanted quarter, or the quarters to force) rebuilds it anyway. Each failure is recorded as a
+    FAILED build (manifest row and MLflow run); a blocked quarter does not stop the others from
+    being published and recorded, and the first failure is raised at the end.
     """
     report = BuildReport(ctx.run_id)
     t0 = time.monotonic()
     started = ctx.started_at.replace(tzinfo=None)
+    forced = list(wanted) if force is True else list(force or [])
     try:
         report.silver = run_silver(spark, settings, ctx, on_silver)
     except Exception as error:
@@ -330,22 +455,37 @@ def build(
         raise
     report.seconds["silver"] = time.monotonic() - t0
     silver_gates = gate_refs(ctx.gates)
-    for quarter in wanted:
-        t1 = time.monotonic()
+    t1 = time.monotonic()
+    gold_started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    reads, stale, skipped = plan_gold(settings, wanted, code_version, ctx.config, forced)
+    for quarter, reason in stale.items():
+        log.info("gold %s: to build (%s)", quarter, reason)
+    failures: dict[str, quality.GateFailed] = {}
+    built: list[GoldResult] = []
+    if stale:
         before = len(ctx.gates)
-        quarter_started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
         try:
-            with job_description(spark, f"gold {quarter}"):
-                result = gold_step(spark, settings, quarter, ctx, code_version, force)
+            built, failures = run_gold(spark, settings, list(stale), ctx, reads)
         except Exception as error:
-            record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, None, silver_gates + gate_refs(ctx.gates[before:]), error)
+            for quarter in stale:
+                record(spark, settings, ctx, quarter, code_version, gold_started, report.silver, None, silver_gates + gate_refs(ctx.gates[before:]), error)
             raise
-        if result.skipped_as is None:
-            with job_description(spark, f"record {quarter}"):
-                row = record(spark, settings, ctx, quarter, code_version, quarter_started, report.silver, result, silver_gates + gate_refs(ctx.gates[before:]), None)
-            result.build_id, result.mlflow_run_id = row["build_id"], row["mlflow_run_id"]
-        report.gold.append(result)
-        report.seconds[f"gold {quarter}"] = time.monotonic() - t1
+    report.seconds["gold"] = time.monotonic() - t1
+    for result in built:
+        result.stale_reason = stale[result.quarter]
+        with job_description(spark, f"record {result.quarter}"):
+            failure = failures.get(result.quarter)
+            row = record(
+                spark, settings, ctx, result.quarter, code_version, gold_started, report.silver, None if failure else result,
+                silver_gates + result.gate_refs, failure,
+            )  # fmt: skip
+        result.build_id, result.mlflow_run_id = row["build_id"], row["mlflow_run_id"]
+    report.seconds["record"] = time.monotonic() - t1 - report.seconds["gold"]
+    by_quarter = {r.quarter: r for r in [*built, *skipped.values()]}
+    for quarter in sorted(by_quarter):
+        report.gold.append(by_quarter[quarter])
         if on_gold is not None:
-            on_gold(result)
+            on_gold(by_quarter[quarter])
+    if failures:
+        raise next(iter(failures.values()))
     return report

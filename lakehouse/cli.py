@@ -221,7 +221,7 @@ def _print_builds(settings: Settings, report) -> None:
         _print_mlflow(settings)
 
 
-def print_build_summary(report, spark_seconds: float, total_seconds: float) -> None:
+def print_build_summary(report, total_seconds: float) -> None:
     """Rows in and out per layer, quarantine per rule, gates, Delta versions, seconds per step."""
     _summary(
         f"silver (run {report.run_id}): input = staged + duplicate + conflict/merged + quarantined + superseded",
@@ -234,19 +234,20 @@ def print_build_summary(report, spark_seconds: float, total_seconds: float) -> N
     built = [g for g in report.gold if g.skipped_as is None]
     if built:
         _summary(
-            "gold (rows per quarter; training rows = eligible silver flights)",
-            ["quarter", "eligible", "training_set", "route_daily", "airport_daily", "versions (ts/route/airport)", "seconds"],
+            "gold, built in one pass (rows per quarter; training rows = eligible silver flights)",
+            ["quarter", "eligible", "training_set", "route_daily", "airport_daily", "versions (ts/route/airport)", "built because"],
             [
                 [
                     g.quarter, g.eligible_rows, g.rows.get("gold.training_set", 0), g.rows.get("gold.route_daily", 0), g.rows.get("gold.airport_daily", 0),
-                    "/".join(str(g.versions.get(t, "-")) for t in ("gold.training_set", "gold.route_daily", "gold.airport_daily")), f"{g.seconds:.1f}",
+                    "/".join(str(g.versions.get(t, "-")) for t in ("gold.training_set", "gold.route_daily", "gold.airport_daily")), g.stale_reason or "-",
                 ]
                 for g in built
             ],
         )  # fmt: skip
     gates = sum(len(r.gates) for r in report.silver) + sum(len(g.gates) for g in report.gold)
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
-    err.print(f"{gates} gates passed; Spark start {spark_seconds:.1f} s, {steps}; total {total_seconds:.1f} s")
+    started = "" if "spark start" in report.seconds else "no Spark started (nothing new); "
+    err.print(f"{gates} gates passed; {started}{steps}; total {total_seconds:.1f} s")
 
 
 def _wanted_quarters(settings: Settings, given: list[str] | None, all_quarters: bool) -> list[str]:
@@ -279,11 +280,9 @@ def build(
     all_quarters: Annotated[bool, typer.Option("--all", help="Every quarter whose three months are ingested.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rebuild quarters that are up to date.")] = False,
 ) -> None:
-    """Silver for the new bronze rows, then gold for the quarter(s), each behind its gate; every build is recorded."""
+    """Silver for the new bronze rows, then gold for the stale quarter(s) in one pass, each behind its gates; every build is recorded."""
     from lakehouse import build as builder
-    from lakehouse import quality
-    from lakehouse.conform import RunContext
-    from lakehouse.spark import build_session
+    from lakehouse import jobs
 
     settings = _settings()
     wanted = _wanted_quarters(settings, quarter, all_quarters)
@@ -291,22 +290,19 @@ def build(
     rid = run_id("build", started)
     t0 = time.monotonic()
     with _progress() as progress:
-        task = progress.add_task("starting Spark", total=None)
-        spark = build_session(settings, ["transform"], app_name=f"lakehouse-{rid}")
-        spark_s = time.monotonic() - t0
-        progress.update(task, total=len(builder.SILVER_JOBS) + len(wanted), description="silver")
-        ctx = RunContext(rid, started, quality.load_config(settings))
+        task = progress.add_task("planning (Delta logs, build manifest)", total=len(builder.SILVER_JOBS) + len(wanted))
 
         def on_silver(r) -> None:
             progress.advance(task)
             progress.update(task, description=f"silver: {r.table} done")
+            err.print(f"silver: {r.table} " + ("no new rows" if r.skipped else f"{r.input_rows:,} rows in {r.seconds:.1f} s"))
 
         def on_gold(g) -> None:
             progress.advance(task)
             progress.update(task, description=f"gold: {g.quarter} done")
 
-        report = builder.build(spark, settings, wanted, ctx, builder.code_version(settings), on_silver, on_gold, force=force)
-    print_build_summary(report, spark_s, time.monotonic() - t0)
+        report = jobs.build_step(wanted, rid, started, force=force, settings=settings, on_silver=on_silver, on_gold=on_gold)
+    print_build_summary(report, time.monotonic() - t0)
     _print_builds(settings, report)
 
 
@@ -335,7 +331,12 @@ def backfill(
             done = [r for r in runs.values() if r.state in orchestrate.TERMINAL]
             progress.update(task, completed=len(done), description="Airflow: " + ", ".join(f"{q} {r.state}" for q, r in sorted(runs.items())))
 
-        runs = orchestrate.run_quarters(client, wanted, force, timeout, on_update, on_backfill)
+        def on_task(done) -> None:
+            took = "" if done.seconds is None else f" in {done.seconds:.0f} s"
+            again = f" (try {done.try_number})" if done.try_number > 1 else ""
+            err.print(f"{done.quarter}: task {done.task_id} {done.state}{took}{again}")
+
+        runs = orchestrate.run_quarters(client, wanted, force, timeout, on_update, on_backfill, on_task)
     _summary(
         f"quarterly builds through Airflow: {time.monotonic() - t0:.1f} s",
         ["quarter", "Airflow run", "state", "seconds"],

@@ -7,7 +7,7 @@ rules section, how conflicts are resolved, its gate) and calls `run_table`:
    the version recorded in `silver._progress` (or, for `replay`, the quarantined rows);
 2. prepare (type, conform, check rules) and give every row a fate (see `lakehouse.rules`);
 3. gate `bronze_to_silver.<table>`: every input row has a fate, the quarantine share is in bounds;
-4. stage the rows to publish under the quality bucket, read them back, gate `silver.<table>`;
+4. gate `silver.<table>` on the rows to publish, in memory (a filter of the cached fated rows);
 5. publish: MERGE into the table (one commit), MERGE the quarantined rows into
    `silver._quarantine`, record the bronze versions read. Each step is idempotent, so a crash
    between them is repaired by running again.
@@ -27,7 +27,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakehouse import delta, quality, storage
+from lakehouse import delta, quality
 from lakehouse.quarters import object_month
 from lakehouse.rules import FATES, assign_fates, mark_superseded
 from lakehouse.settings import Settings
@@ -97,7 +97,9 @@ def bookkeeping(bronze: DataFrame) -> list[Column]:
         F.col("_bronze_table"),
         F.col("_superseded"),
         F.col("_failed_rules"),
-        F.to_json(F.struct(*[F.col(c) for c in raw])).alias("_raw_row"),
+        # only a row that breaks a rule is quarantined, and only its raw row is ever kept: the
+        # others carry a null through the fates' shuffle instead of a JSON copy of every field
+        F.when(F.size("_failed_rules") > 0, F.to_json(F.struct(*[F.col(c) for c in raw]))).alias("_raw_row"),
     ]
 
 
@@ -150,10 +152,27 @@ def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) ->
     )
 
 
-def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tuple[dict[str, DataFrame], dict[str, int]]:
-    """The unprocessed bronze rows of each source, and the bronze version read up to."""
+def logged_rows(spark: SparkSession, settings: Settings, bronze: Table, after: int, upto: int) -> int:
+    """Rows that ingest logged as appended to a bronze table in versions (after, upto] (no re-read of bronze)."""
+    total = (
+        current(spark, settings, INGEST_LOG)
+        .where((F.col("feed") == bronze.name) & F.col("status").isin("committed", "recovered"))
+        .where((F.col("bronze_version") > after) & (F.col("bronze_version") <= upto))
+        .agg(F.sum("rows"))
+        .first()[0]
+    )
+    return int(total or 0)
+
+
+def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tuple[dict[str, DataFrame], dict[str, int], dict[str, int]]:
+    """The unprocessed bronze rows of each source, the bronze version read up to, and the rows expected.
+
+    The expected rows of a change-feed range come from the ingest log, so the accounting gate
+    compares what silver read with what ingest wrote, without reading bronze a second time. A
+    dimension's unchanged snapshot has no expected count (the caller counts it).
+    """
     done = _progress(spark, settings, spec.table.name)
-    inputs, versions = {}, {}
+    inputs, versions, expected = {}, {}, {}
     for name in spec.prepare:
         location = REGISTRY[name].location(settings)
         if not delta.exists(spark, location):
@@ -162,6 +181,7 @@ def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tup
         versions[name] = upto
         if upto > after:
             inputs[name] = _changes(spark, location, after, upto)
+            expected[name] = logged_rows(spark, settings, REGISTRY[name], after, upto)
     if spec.snapshot and inputs:
         # a dimension merges the latest snapshot of every source, changed or not
         for name in spec.prepare:
@@ -171,7 +191,7 @@ def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tup
                 inputs[name] = bronze.join(
                     F.broadcast(latest.withColumnRenamed("_latest_etag", "_source_etag")), ["_source_object", "_source_etag"]
                 ).select(*bronze.columns)
-    return inputs, versions
+    return inputs, versions, expected
 
 
 def replay_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec, rules: Sequence[str] | None = None) -> dict[str, DataFrame]:
@@ -322,16 +342,16 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
     t0 = time.monotonic()
     result = TableResult(spec.table.name)
     if ctx.replay:
-        inputs, versions = replay_inputs(spark, settings, spec, rules), {}
+        inputs, versions, expected = replay_inputs(spark, settings, spec, rules), {}, {}
     else:
-        inputs, versions = new_inputs(spark, settings, spec)
+        inputs, versions, expected = new_inputs(spark, settings, spec)
     if not inputs:
         result.skipped, result.seconds = True, time.monotonic() - t0
         return result
     cfg = ctx.config["rules"].get(spec.rule_section, {})
     fated = prepare(spark, settings, spec, inputs, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        result.input_rows = sum(df.count() for df in inputs.values())
+        result.input_rows = sum(expected[name] if name in expected else df.count() for name, df in inputs.items())
         if result.input_rows == 0:
             result.skipped, result.seconds = True, time.monotonic() - t0
             return result
@@ -347,19 +367,13 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
         quality.gate(settings, ctx.run_id, fated, suite, bronze_to_silver_checks(spec, result.input_rows, ctx.config, ctx.replay), ctx.gates)
         result.gates.append(suite)
 
-        staging = spec.table.staging_location(settings, ctx.run_id)
-        delta.overwrite(fated.where(F.col("_fate") == "staged").select(*spec.table.column_names), staging)
-        staged = delta.read(spark, staging).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            framed = spec.gate_frame(spark, settings, staged) if spec.gate_frame else staged
-            suite = f"silver.{spec.table.short_name}"
-            quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]), ctx.gates)
-            result.gates.append(suite)
-            result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx)
-        finally:
-            staged.unpersist()
-            # published or blocked, the staged copy has served (the gate's report keeps the failures)
-            storage.remove_prefix(settings, "transform", "quality", f"staging/{spec.table.name}/{ctx.run_id}/")
+        # audit the rows to publish in memory (a filter of the cached fated rows), then one MERGE
+        staged = fated.where(F.col("_fate") == "staged").select(*spec.table.column_names)
+        framed = spec.gate_frame(spark, settings, staged) if spec.gate_frame else staged
+        suite = f"silver.{spec.table.short_name}"
+        quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]), ctx.gates)
+        result.gates.append(suite)
+        result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx)
         if result.fates["quarantined"] or ctx.replay:
             _merge_quarantine(spark, settings, fated, spec.table, ctx)
         if not ctx.replay:

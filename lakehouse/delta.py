@@ -6,12 +6,14 @@ run owns, or an append whose caller records what it appended (bronze's ingest lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse import storage
 from lakehouse.settings import Settings
 from lakehouse.tables import Table
 
@@ -140,3 +142,74 @@ def merge_upsert(
         if user_metadata is not None:
             spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
     return last_operation_metrics(spark, location)
+
+
+# ---------------------------------------------------------------- what commits changed (from the log itself)
+
+
+def commit_actions(settings: Settings, table: Table, after: int, upto: int, role: str = "transform") -> list[list[dict]] | None:
+    """The actions of each commit in versions (after, upto], read from the table's JSON log files.
+
+    None when a commit file is gone (log retention removed it): the caller must then assume that
+    anything may have changed.
+    """
+    s3 = storage.client(settings, role)
+    bucket = settings.bucket(table.layer)
+    commits = []
+    for version in range(after + 1, upto + 1):
+        key = f"{table.short_name}/_delta_log/{version:020d}.json"
+        try:
+            response = s3.get_object(bucket, key)
+        except storage.S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return None
+            raise
+        try:
+            commits.append([json.loads(line) for line in response.read().decode().splitlines() if line.strip()])
+        finally:
+            response.close()
+            response.release_conn()
+    return commits
+
+
+def changed_months(commits: Sequence[Sequence[Mapping]], month_partition: str | None = None, time_column: str | None = None) -> set[str] | None:
+    """The months (yyyy-MM) whose rows the commits changed; None when that cannot be told.
+
+    Only actions that change data count (OPTIMIZE's and Z-ordering's rewrites say dataChange=false).
+    A partitioned table names the month in `month_partition`; an unpartitioned one bounds each added
+    file by the min/max statistics of `time_column`. A removed file of an unpartitioned table tells
+    nothing about which of its rows went, unless the same commit adds files (a MERGE rewrites the
+    rows it keeps), so a commit that only removes is "cannot be told".
+    """
+    months: set[str] = set()
+    for actions in commits:
+        adds = [a["add"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
+        removes = [a["remove"] for a in actions if "remove" in a and a["remove"].get("dataChange", True)]
+        if month_partition is not None:
+            for action in (*adds, *removes):
+                value = (action.get("partitionValues") or {}).get(month_partition)
+                if value is None:
+                    return None
+                months.add(value)
+            continue
+        if removes and not adds:
+            return None
+        for action in adds:
+            stats = json.loads(action.get("stats") or "{}")
+            low, high = (stats.get("minValues") or {}).get(time_column), (stats.get("maxValues") or {}).get(time_column)
+            if stats.get("numRecords") == 0:
+                continue
+            if not low or not high:
+                return None
+            months |= set(month_span(low[:7], high[:7]))
+    return months
+
+
+def month_span(first: str, last: str) -> list[str]:
+    """Every yyyy-MM from `first` to `last`, inclusive."""
+    year, month = int(first[:4]), int(first[5:7])
+    out = []
+    while f"{year:04d}-{month:02d}" <= last:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out

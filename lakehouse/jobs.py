@@ -104,53 +104,77 @@ def _context(settings: Settings, run_id: str, started_at: datetime | None):
     return RunContext(run_id, _naive_utc(started_at), quality.load_config(settings))
 
 
-def build_silver(run_id: str, started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """Silver for every bronze row not processed yet, each table behind its gates."""
+def quarters_to_build(quarter: str, settings: Settings | None = None) -> list[str]:
+    """The quarters a run for `quarter` considers: it and every earlier quarter whose three months are ingested.
+
+    Only the stale ones are built (a late correction to an old month is picked up by the next run);
+    the others are skipped as up to date without starting Spark.
+    """
+    settings = settings or load_settings()
+    return [q for q in quarters.complete(months_ingested(settings)) if q <= quarter] or [quarter]
+
+
+def build_step(
+    wanted: list[str],
+    run_id: str,
+    started_at: datetime | None = None,
+    force: bool | list[str] = False,
+    settings: Settings | None = None,
+    on_silver=None,
+    on_gold=None,
+):
+    """Silver for the new bronze rows, then gold for the stale wanted quarters in one pass, each build recorded.
+
+    The one build step: `lakehouse build` calls it once for the quarters asked for, the DAG's build
+    task once per run. When no bronze row is new and every wanted quarter is up to date (decided
+    from the Delta logs and the manifest with delta-rs), it returns without starting Spark.
+    Returns the BuildReport (`dataclasses.asdict` makes it JSON for XCom).
+    """
+    import time
+
     from lakehouse import build
+    from lakehouse.build import BuildReport
+    from lakehouse.conform import TableResult
     from lakehouse.spark import build_session
 
     settings = settings or load_settings()
     faults.checkpoint(settings, "silver.start")
-    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-silver")
     ctx = _context(settings, run_id, started_at)
-    results = build.run_silver(spark, settings, ctx)
-    for r in results:
+    code = build.code_version(settings)
+    forced = list(wanted) if force is True else list(force or [])
+    pending = build.silver_pending(settings)
+    _, stale, skipped = build.plan_gold(settings, wanted, code, ctx.config, forced)
+    if not pending and not stale:
+        log.info("nothing to build: no new bronze rows, %s up to date", ", ".join(f"{q} ({r.skipped_as})" for q, r in sorted(skipped.items())))
+        report = BuildReport(run_id, silver=[TableResult(job.SPEC.table.name, skipped=True) for job in build.SILVER_JOBS], gold=[skipped[q] for q in sorted(skipped)])
+        for result in report.silver:
+            if on_silver is not None:
+                on_silver(result)
+        for result in report.gold:
+            if on_gold is not None:
+                on_gold(result)
+        return report
+    t0 = time.monotonic()
+    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
+    spark_s = time.monotonic() - t0
+    report = build.build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced)
+    report.seconds = {"spark start": spark_s, **report.seconds}
+    for r in report.silver:
         log.info("%s: %s", r.table, "no new rows" if r.skipped else f"{r.input_rows} in, fates {r.fates}, v{r.version}")
-    return {"silver": [dataclasses.asdict(r) for r in results], "gates": build.gate_refs(ctx.gates)}
+    for g in report.gold:
+        log.info("gold %s: %s", g.quarter, f"up to date (build {g.skipped_as})" if g.skipped_as else f"build {g.build_id} ({g.stale_reason}), digest {g.digest}")
+    return report
 
 
-def build_gold(quarter: str, run_id: str, started_at: datetime | None = None, force: bool = False, settings: Settings | None = None) -> dict[str, Any]:
-    """Gold for the quarter behind its gates, unless an up-to-date build of it exists."""
-    from lakehouse import build
-    from lakehouse.spark import build_session
-
+def build_quarter(quarter: str, run_id: str, force: bool = False, settings: Settings | None = None) -> dict[str, Any]:
+    """The DAG's build task: `build_step` for the run's quarter and the earlier stale ones; a JSON summary."""
     settings = settings or load_settings()
-    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-gold")
-    ctx = _context(settings, run_id, started_at)
-    began = _naive_utc(None)
-    result = build.gold_step(spark, settings, quarter, ctx, build.code_version(settings), force)
-    log.info("gold %s: %s", quarter, f"up to date (build {result.skipped_as})" if result.skipped_as else f"rows {result.rows}, digest {result.digest}")
-    return {"gold": dataclasses.asdict(result), "gates": build.gate_refs(ctx.gates), "started_at": began.isoformat()}
-
-
-def record_build(quarter: str, run_id: str, silver: Mapping[str, Any], gold: Mapping[str, Any], started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """Record the quarter's build: its MLflow run and its manifest row (nothing when gold was up to date)."""
-    from lakehouse import build
-    from lakehouse.conform import TableResult
-    from lakehouse.spark import build_session
-
-    result = build.GoldResult(**gold["gold"])
-    if result.skipped_as is not None:
-        log.info("%s is up to date: build %s", quarter, result.skipped_as)
-        return {"build_id": result.skipped_as, "skipped": True}
-    settings = settings or load_settings()
-    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-record")
-    ctx = _context(settings, run_id, started_at)
-    tables = [TableResult(**r) for r in silver["silver"]]
-    gold_started = datetime.fromisoformat(gold["started_at"])
-    row = build.record(spark, settings, ctx, quarter, build.code_version(settings), gold_started, tables, result, [*silver["gates"], *gold["gates"]], None)
-    log.info("recorded build %s (MLflow run %s, digest %s)", row["build_id"], row["mlflow_run_id"], row["digest"])
-    return {"build_id": row["build_id"], "mlflow_run_id": row["mlflow_run_id"], "digest": row["digest"], "skipped": False}
+    report = build_step(quarters_to_build(quarter, settings), run_id, force=[quarter] if force else [], settings=settings)
+    return {
+        "run_id": report.run_id, "seconds": report.seconds,
+        "silver": [{"table": r.table, "input_rows": r.input_rows, "fates": r.fates, "version": r.version, "skipped": r.skipped} for r in report.silver],
+        "gold": [{"quarter": g.quarter, "build_id": g.build_id, "skipped_as": g.skipped_as, "stale_reason": g.stale_reason, "digest": g.digest} for g in report.gold],
+    }  # fmt: skip
 
 
 def record_failure(quarter: str, run_id: str, step: str, error: BaseException | None, started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
@@ -169,8 +193,16 @@ def record_failure(quarter: str, run_id: str, step: str, error: BaseException | 
     return {"build_id": row["build_id"], "mlflow_run_id": row["mlflow_run_id"]}
 
 
-def maintain(settings: Settings | None = None) -> dict[str, Any]:
-    """OPTIMIZE and VACUUM every table, keeping what recorded builds need."""
+def maintain(run_type: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """OPTIMIZE and VACUUM the tables written since their last maintenance, keeping what recorded builds need.
+
+    A backfill's runs skip it (`run_type` "backfill"): one maintenance per quarter of a backfill
+    would compact the same tables again and again; `lakehouse maintain` or the next scheduled run
+    does it once.
+    """
+    if run_type == "backfill":
+        log.info("backfill run: maintenance left to `lakehouse maintain` or the next scheduled run")
+        return {"tables": 0, "bytes_saved": 0, "kept_for": [], "skipped": "backfill"}
     from lakehouse import maintenance
     from lakehouse.spark import build_session
 

@@ -91,13 +91,16 @@ def create_backfill(client: AirflowClient, first: date, last: date, force: bool 
 
     A quarter whose run already succeeded is not run again unless `force` (then it is rebuilt even
     when up to date); a failed one is run again. Airflow runs one backfill of a DAG at a time.
+    The runs go newest first: a run builds its quarter and every earlier stale one in one pass, so
+    the first run builds the whole range and the others find their quarters up to date (decided
+    without starting Spark).
     """
     created = client.call(
         "POST",
         "/backfills",
         {
             "dag_id": BUILD_DAG, "from_date": f"{first.isoformat()}T00:00:00Z", "to_date": f"{last.isoformat()}T00:00:00Z",
-            "run_backwards": False, "dag_run_conf": {"force": force}, "reprocess_behavior": "completed" if force else "failed",
+            "run_backwards": True, "dag_run_conf": {"force": force}, "reprocess_behavior": "completed" if force else "failed",
             "max_active_runs": 1,
         },
     )  # fmt: skip
@@ -126,20 +129,54 @@ def failed_tasks(client: AirflowClient, run_id: str) -> list[str]:
     return [f"{ti['task_id']} ({ti['state']})" for ti in tis if ti["state"] in ("failed", "upstream_failed")]
 
 
+FINISHED_TASK = ("success", "failed", "skipped", "upstream_failed", "removed")
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    quarter: str
+    task_id: str
+    state: str
+    seconds: float | None
+    try_number: int
+
+
+def finished_tasks(client: AirflowClient, run: QuarterRun) -> list[TaskDone]:
+    """The tasks of a run that have finished, in the order they ended."""
+    tis = client.call("GET", f"/dags/{BUILD_DAG}/dagRuns/{run.run_id}/taskInstances")["task_instances"]
+    done = [ti for ti in tis if ti["state"] in FINISHED_TASK]
+    done.sort(key=lambda ti: ti.get("end_date") or "")
+    return [TaskDone(run.quarter, ti["task_id"], ti["state"], ti.get("duration"), int(ti.get("try_number") or 1)) for ti in done]
+
+
 def wait(
     client: AirflowClient,
     wanted: Iterable[str],
     timeout_s: float,
     on_update: Callable[[dict[str, QuarterRun]], None] | None = None,
     poll_s: float = 5,
+    on_task: Callable[[TaskDone], None] | None = None,
 ) -> dict[str, QuarterRun]:
-    """Poll until every wanted quarter's run has finished; raise when the timeout passes first."""
+    """Poll until every wanted quarter's run has finished; raise when the timeout passes first.
+
+    `on_task` hears of each task of each run once, when it finishes.
+    """
     wanted = sorted(set(wanted))
     deadline = time.monotonic() + timeout_s
+    told: set[tuple[str, str, str, int]] = set()
     while True:
         runs = quarter_runs(client, wanted)
         if on_update is not None:
             on_update(runs)
+        if on_task is not None:
+            for run in runs.values():
+                if run.state in ("queued",):
+                    continue
+                for done in finished_tasks(client, run):
+                    key = (run.run_id, done.task_id, done.state, done.try_number)
+                    if key not in told:
+                        told.add(key)
+                        on_task(done)
         if all(q in runs and runs[q].state in TERMINAL for q in wanted):
             return runs
         if time.monotonic() > deadline:
@@ -155,6 +192,7 @@ def run_quarters(
     timeout_s: float = 7200,
     on_update: Callable[[dict[str, QuarterRun]], None] | None = None,
     on_backfill: Callable[[int, date, date], None] | None = None,
+    on_task: Callable[[TaskDone], None] | None = None,
 ) -> dict[str, QuarterRun]:
     """Unpause the build DAG, then backfill each range of consecutive quarters in turn and wait for it."""
     wanted = sorted(set(wanted))
@@ -173,7 +211,7 @@ def run_quarters(
                 f"backfill {backfill_id} made no run for {', '.join(missing)}: a run of {BUILD_DAG} with that logical date covers "
                 f"another interval (a manual run or `airflow dags test` takes its date as the end of its interval); delete it in the UI"
             )
-        runs.update(wait(client, of_range, max(deadline - time.monotonic(), 0), lambda found: on_update({**runs, **found}) if on_update else None))
+        runs.update(wait(client, of_range, max(deadline - time.monotonic(), 0), lambda found: on_update({**runs, **found}) if on_update else None, on_task=on_task))
         # the scheduler closes a backfill a moment after its last run; Airflow refuses the next one until then
         while client.call("GET", f"/backfills/{backfill_id}").get("completed_at") is None:
             if time.monotonic() > deadline:

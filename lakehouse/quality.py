@@ -121,8 +121,8 @@ def _render_html(result: Any) -> str:
     return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
 
 
-def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateResult, Any]:
-    """Run the checks on `df` with GX; return the summary and GX's own result object."""
+def _run_suite(df: DataFrame, suite: str, checks: Sequence[Check], result_format: str) -> Any:
+    """One GX validation of `df`; GX neither caches the frame nor shows progress bars."""
     gx = _gx()
     import great_expectations.expectations as gxe
     from great_expectations.core.run_identifier import RunIdentifier
@@ -131,12 +131,24 @@ def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateRe
     context = gx.get_context(mode="ephemeral")  # a fresh context per gate: names never collide
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     expectations = [getattr(gxe, c.expectation)(**c.kwargs, meta={"rule": c.rule}) for c in checks]
-    batch = context.data_sources.add_spark(name="spark").add_dataframe_asset(name=suite).add_batch_definition_whole_dataframe("all")
+    # persist=False: GX would cache every batch and never release it; the caller caches what it reuses
+    source = context.data_sources.add_spark(name="spark", persist=False)
+    batch = source.add_dataframe_asset(name=suite).add_batch_definition_whole_dataframe("all")
     gx_suite = context.suites.add(gx.ExpectationSuite(name=suite, expectations=expectations))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=suite, data=batch, suite=gx_suite))
-    result = definition.run(
-        batch_parameters={"dataframe": df}, result_format="SUMMARY", run_id=RunIdentifier(run_name=f"{suite}-{uuid.uuid4().hex[:8]}")
-    )
+    return definition.run(batch_parameters={"dataframe": df}, result_format=result_format, run_id=RunIdentifier(run_name=f"{suite}-{uuid.uuid4().hex[:8]}"))
+
+
+def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateResult, Any]:
+    """Run the checks on `df` with GX; return the summary and GX's own result object.
+
+    The verdict costs about one pass: BOOLEAN_ONLY computes each expectation's aggregate and no
+    samples. Only when a gate fails is the suite run again at SUMMARY, for the counts and sample
+    values that its report and error show.
+    """
+    result = _run_suite(df, suite, checks, "BOOLEAN_ONLY")
+    if not result.success:
+        result = _run_suite(df, suite, checks, "SUMMARY")
     return GateResult(suite, bool(result.success), _summarize(result)), result
 
 
@@ -177,9 +189,11 @@ def not_null(*columns: str) -> list[Check]:
 
 
 def unique_key(*columns: str) -> Check:
-    if len(columns) == 1:
-        return Check(f"unique:{columns[0]}", "ExpectColumnValuesToBeUnique", {"column": columns[0]})
-    return Check(f"unique:{'+'.join(columns)}", "ExpectCompoundColumnsToBeUnique", {"column_list": list(columns)})
+    """No two rows share the key: one aggregate (GROUP BY ... HAVING), where GX's uniqueness checks run a window."""
+    listed = ", ".join(f"`{c}`" for c in columns)
+    present = " AND ".join(f"`{c}` IS NULL" for c in columns)  # like GX's, rows without a key are not compared
+    query = f"SELECT {listed}, count(*) AS n_rows FROM {{batch}} WHERE NOT ({present}) GROUP BY {listed} HAVING count(*) > 1"
+    return Check(f"unique:{'+'.join(columns)}", "UnexpectedRowsExpectation", {"unexpected_rows_query": query, "description": f"unique:{'+'.join(columns)}"})
 
 
 def between(column: str, low: float | None, high: float | None, mostly: float = 1.0) -> Check:

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -438,10 +438,19 @@ def status(settings: Settings) -> list[ServiceStatus]:
     ]
 
 
-def up(settings: Settings, on_service: Callable[[str, str], None] | None = None, jupyter: bool = False) -> list[ServiceStatus]:
-    """Start every local service that is not running, wait for health, create the buckets."""
+#: The Airflow components: a stack without them (`up(..., names=CORE)`) serves everything but scheduling.
+AIRFLOW = ("airflow-api", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+CORE = ("s3", "mlflow")
+
+
+def up(
+    settings: Settings, on_service: Callable[[str, str], None] | None = None, jupyter: bool = False, names: Collection[str] | None = None
+) -> list[ServiceStatus]:
+    """Start every local service (or only those in `names`) that is not running, wait for health, create the buckets."""
     notify = on_service or (lambda name, message: None)
     for service in _selected(settings, jupyter):
+        if names is not None and service.name not in names:
+            continue
         if not service.enabled(settings):
             notify(service.name, f"external at {service.url(settings)}: not started here")
         elif running_pid(settings, service.name) is not None and service.healthy(settings):

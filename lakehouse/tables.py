@@ -96,13 +96,6 @@ class Table:
         """Its S3A location: s3a://<layer bucket>/<table>."""
         return s3a_url(settings, self.layer, self.short_name)
 
-    def staging_location(self, settings: Settings, run_id: str) -> str:
-        """Where a run writes this table's output before its gate passes (write-audit-publish).
-
-        Staging lives in the quality bucket, which no reader role can see.
-        """
-        return s3a_url(settings, "quality", f"staging/{self.name}/{run_id}")
-
     def table_properties(self) -> dict[str, str]:
         """Delta table properties: governance metadata plus the table's own settings."""
         props = {
@@ -233,7 +226,10 @@ _LINEAGE = (
     Col("_source_object", "STRING", False, "landing object of the bronze row this row came from"),
 )
 
-_SILVER_PROPS = {"delta.enableChangeDataFeed": "true"}
+#: No change data feed on silver: nothing reads silver incrementally through one (gold's staleness
+#: comes from the partitions that commits touched, in the Delta log), and with it every MERGE would
+#: write its inserted rows twice.
+_SILVER_PROPS: dict[str, str] = {}
 
 SILVER_FLIGHTS = Table(
     name="silver.flights",

@@ -1,12 +1,15 @@
 """lakehouse_quarterly_build: one quarter's training set, from bronze through the gated layers, recorded.
 
-One run per quarter-long data interval (2001-01-01 to 2001-04-01 builds 2001Q1), one task per step:
-wait until the quarter's three months are in bronze; silver for the new bronze rows (each table
-staged, gated, published); gold for the quarter (staged, gated, all three tables published
-together); record the build (MLflow run with the Delta versions as dataset inputs, manifest row);
-maintenance. A failed build is recorded as FAILED with the failing gate's report. Every step is
-idempotent, so a retry or a backfill rebuilds exactly the same tables; trigger with
-`{"force": true}` to rebuild a quarter that is up to date.
+One run per quarter-long data interval (2001-01-01 to 2001-04-01 builds 2001Q1): wait until the
+quarter's three months are in bronze; then one build task in one process (one Spark session): silver
+for the new bronze rows (each table gated in memory, then published), gold for the run's quarter and
+every earlier quarter that is stale (a late correction to an old month reaches its quarters here),
+built in one pass (gated, each quarter's three tables published together), and each build recorded
+(MLflow run with the Delta versions as dataset inputs, manifest row); then maintenance (skipped in
+a backfill's runs). When nothing is new and the quarters are up to date, the build task decides so
+from the Delta logs without starting Spark. A failed build is recorded as FAILED with the failing
+gate's report. Every step is idempotent, so a retry or a backfill rebuilds exactly the same
+tables; trigger with `{"force": true}` to rebuild the run's quarter even when it is up to date.
 """
 
 from __future__ import annotations
@@ -47,37 +50,18 @@ with DAG(
         quarter = quarters.of_interval(data_interval_start.date())
         return PokeReturnValue(is_done=jobs.quarter_ingested(quarter), xcom_value=quarter)
 
-    @task(**WRITER)
-    def silver(run_id=None) -> dict:
-        """Silver for every bronze row not processed yet, each table behind its gates."""
+    @task(**WRITER, execution_timeout=timedelta(hours=2))
+    def build(quarter: str, run_id=None, params=None) -> dict:
+        """Silver, then gold for the quarter and the earlier stale ones in one pass, every build recorded."""
         from lakehouse import jobs
 
-        return jobs.build_silver(jobs.run_id_for("build", run_id))
-
-    @task(**WRITER)
-    def gold(quarter: str, run_id=None, params=None) -> dict:
-        """Gold for the quarter behind its gates (skipped when an up-to-date build exists)."""
-        from lakehouse import jobs
-
-        return jobs.build_gold(quarter, jobs.run_id_for("build", run_id), force=bool(params["force"]))
-
-    @task(**WRITER, execution_timeout=timedelta(minutes=30))
-    def record(quarter: str, silver: dict, gold: dict, run_id=None) -> dict:
-        """The build's MLflow run (Delta versions as dataset inputs) and its manifest row."""
-        from lakehouse import jobs
-
-        return jobs.record_build(quarter, jobs.run_id_for("build", run_id), silver, gold)
+        return jobs.build_quarter(quarter, jobs.run_id_for("build", run_id), force=bool(params["force"]))
 
     @task(**WRITER)
-    def maintain() -> dict:
-        """OPTIMIZE and VACUUM, never removing what a recorded build needs."""
+    def maintain(dag_run=None) -> dict:
+        """OPTIMIZE and VACUUM the tables written, never removing what a recorded build needs (not in backfills)."""
         from lakehouse import jobs
 
-        return jobs.maintain()
+        return jobs.maintain(getattr(dag_run.run_type, "value", dag_run.run_type))
 
-    quarter = wait_for_quarter()
-    silver_done = silver()
-    quarter >> silver_done
-    gold_done = gold(quarter)
-    silver_done >> gold_done
-    record(quarter, silver_done, gold_done) >> maintain()
+    build(wait_for_quarter()) >> maintain()

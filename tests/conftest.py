@@ -54,12 +54,24 @@ def spark(settings: Settings):
 
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[Settings]:
-    """The local services, started for this run and stopped after it."""
+    """The S3 server and MLflow, started for this run; everything `up` started is stopped after it."""
     try:
-        services.up(settings)
+        services.up(settings, names=services.CORE)
         yield settings
     finally:
         services.down(settings)
+
+
+@pytest.fixture(scope="session")
+def airflow(stack: Settings) -> Settings:
+    """Airflow's four processes as well, started by the first test that needs them (those run last)."""
+    services.up(stack, names=services.AIRFLOW)
+    return stack
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need Airflow run last: until then its four processes do not compete for the cores."""
+    items.sort(key=lambda item: "airflow" in getattr(item, "fixturenames", ()))
 
 
 def reset_lake(settings: Settings, spark) -> Settings:

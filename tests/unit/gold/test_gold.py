@@ -46,7 +46,7 @@ def test_route_daily_counts_eligible_flights_only(spark):
 def _build_df(spark, rows, weather=None, quarter="2013Q2", start=D(2013, 4, 1), end=D(2013, 7, 1)):
     df = flights(spark, rows)
     wx = weather if weather is not None else spark.createDataFrame([], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
-    return training_set.build_training_set(df, route_daily.build_route_daily(df), airport_daily.build_airport_daily(df), wx, quarter, start, end)
+    return training_set.build_training_set(df, route_daily.build_route_daily(df), airport_daily.build_airport_daily(df), wx, {quarter: (start, end)})
 
 
 def _build(spark, rows, **kw):
@@ -128,3 +128,20 @@ def test_the_daily_gates_catch_a_miscount(spark):
     doubled = routes.unionByName(routes)
     failed = quality.validate(doubled, "gold.route_daily.test", route_daily.checks("2013Q2", 4))[0].failed
     assert [r["rule"] for r in failed] == ["unique:origin+dest+flight_date"]
+
+
+def test_quarters_built_together_equal_each_quarter_built_alone(spark):
+    rows = [
+        ("q1-late", D(2013, 3, 30), "JFK", "BOS", 40.0, False),
+        ("q1-on-time", D(2013, 3, 31), "JFK", "BOS", 0.0, False),
+        ("q2-first", D(2013, 4, 1), "JFK", "BOS", 5.0, False),
+        ("q2-later", D(2013, 4, 3), "JFK", "LAX", 20.0, False),
+    ]  # fmt: skip
+    df = flights(spark, rows)
+    wx = spark.createDataFrame([], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
+    routes, origins = route_daily.build_route_daily(df), airport_daily.build_airport_daily(df)
+    q1, q2 = ("2013Q1", (D(2013, 1, 1), D(2013, 4, 1))), ("2013Q2", (D(2013, 4, 1), D(2013, 7, 1)))
+    together = training_set.build_training_set(df, routes, origins, wx, dict([q1, q2]))
+    alone = training_set.build_training_set(df, routes, origins, wx, dict([q1])).unionByName(training_set.build_training_set(df, routes, origins, wx, dict([q2])))
+    assertDataFrameEqual(together, alone)
+    assert {r.flight_id: r.quarter for r in together.collect()} == {"q1-late": "2013Q1", "q1-on-time": "2013Q1", "q2-first": "2013Q2", "q2-later": "2013Q2"}

@@ -69,3 +69,11 @@ def test_spark_and_arrow_give_the_same_digest(spark):
     df = spark.createDataFrame(list(zip(*ROWS.values())), schema="flight_id string, flight_date date, distance_mi double, n bigint, is_late boolean, seen_at timestamp_ntz")
     assert df.count() == 4
     assert digest.spark_digest(df.repartition(3)) == digest.spark_digest(df.coalesce(1)) == digest.arrow_digest(table)
+
+
+def test_one_pass_digests_per_key_equal_the_digest_of_each_keys_rows(spark):
+    rows = [("a", "2013Q1", 1.0), ("b", "2013Q1", None), ("c", "2013Q2", 2.5), ("d", "2013Q3", 0.0), ("e", "2013Q2", 7.0)]
+    df = spark.createDataFrame(rows, "flight_id string, quarter string, x double").repartition(3)
+    got = digest.spark_digests(df, "quarter")
+    assert got == {q: digest.spark_digest(df.where(df.quarter == q)) for q in ("2013Q1", "2013Q2", "2013Q3")}
+    assert len(set(got.values())) == 3

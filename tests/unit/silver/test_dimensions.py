@@ -82,7 +82,10 @@ def test_planes_and_carriers(spark):
     assert [(r.carrier_code, r._failed_rules) for r in rows] == [("9E", []), (None, ["null_key"])]
 
 
-def test_bookkeeping_keeps_the_raw_bronze_row_as_json(spark):
-    bronze = bronze_rows(spark, "bronze.nyc_airlines", [{"carrier": "9E", "name": "Endeavor"}]).withColumn("_bronze_table", F.lit("x")).withColumn("_superseded", F.lit(False)).withColumn("_failed_rules", F.array())
-    [row] = bronze.select(*conform.bookkeeping(bronze)).collect()
-    assert '"carrier":"9E"' in row._raw_row and '"_row_number":2' in row._raw_row
+def test_bookkeeping_keeps_the_raw_bronze_row_as_json_only_for_rows_that_break_a_rule(spark):
+    rows = [{"carrier": "9E", "name": "Endeavor"}, {"carrier": "AA", "name": "American"}]
+    bronze = bronze_rows(spark, "bronze.nyc_airlines", rows).withColumn("_bronze_table", F.lit("x")).withColumn("_superseded", F.lit(False))
+    bronze = bronze.withColumn("_failed_rules", F.when(F.col("carrier") == "9E", F.array(F.lit("some_rule"))).otherwise(F.array()))
+    got = {r.carrier: r._raw_row for r in bronze.select("carrier", *conform.bookkeeping(bronze)).collect()}
+    assert '"carrier":"9E"' in got["9E"] and '"_row_number":2' in got["9E"]
+    assert got["AA"] is None  # a row that passes is never quarantined: no JSON copy of it is built or shuffled
