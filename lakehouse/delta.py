@@ -116,13 +116,17 @@ def merge_upsert(
     delete_scope: str | None = None,
     user_metadata: str | None = None,
 ) -> tuple[int, Mapping[str, str]]:
-    """MERGE `source` into the table on `keys`: update changed rows, insert new ones.
+    """MERGE `source` into the table on `keys`: update changed rows, insert new ones, in one commit.
 
     `prune` adds `target.col IN (...)` to the join so that only the partitions the batch touches are
-    read; `compare` limits updates to rows whose values differ, so a rerun rewrites nothing;
-    `delete_scope` (a condition on `t`) deletes the target rows in scope that the source lacks.
+    read and rewritten; `compare` limits updates to rows whose values differ, so a rerun rewrites
+    nothing; `delete_scope` (a condition on `t`) deletes the target rows in scope that the source
+    lacks. Those rows are found first (an anti-join within the pruned partitions) and joined to the
+    source marked for deletion: Delta rewrites every file of the table for a WHEN NOT MATCHED BY
+    SOURCE clause, whatever its condition (a one-row correction rewrote all 3.3M silver flights).
     Returns the version written and Delta's operation metrics.
     """
+    keys = list(keys)
     condition = [f"t.`{k}` <=> s.`{k}`" for k in keys]
     partitions = []
     for column, values in (prune or {}).items():
@@ -130,13 +134,22 @@ def merge_upsert(
         partitions.append(f"t.`{column}` IN ({listed})" if listed else "false")
     condition += partitions
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in (compare or []))
+    columns = list(source.columns)
+    if delete_scope:
+        scope = " AND ".join([*partitions, f"({delete_scope})"])
+        gone = read(spark, location).alias("t").where(F.expr(scope)).select(*columns).join(source.select(*keys), keys, "left_anti")
+        source = source.withColumn("_delete", F.lit(False)).unionByName(gone.withColumn("_delete", F.lit(True)))
     if user_metadata is not None:
         spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", user_metadata)
     try:
         merge = DeltaTable.forPath(spark, location).alias("t").merge(source.alias("s"), " AND ".join(condition))
-        merge = merge.whenMatchedUpdateAll(condition=changed or None).whenNotMatchedInsertAll()
+        values = {c: f"s.`{c}`" for c in columns}
         if delete_scope:
-            merge = merge.whenNotMatchedBySourceDelete(condition=" AND ".join([*partitions, f"({delete_scope})"]))
+            merge = merge.whenMatchedDelete(condition="s._delete")
+            merge = merge.whenMatchedUpdate(condition=f"NOT s._delete AND ({changed})" if changed else "NOT s._delete", set=values)
+            merge = merge.whenNotMatchedInsert(condition="NOT s._delete", values=values)
+        else:
+            merge = merge.whenMatchedUpdate(condition=changed or None, set=values).whenNotMatchedInsert(values=values)
         merge.execute()
     finally:
         if user_metadata is not None:
@@ -178,11 +191,15 @@ def changed_months(commits: Sequence[Sequence[Mapping]], month_partition: str | 
     Only actions that change data count (OPTIMIZE's and Z-ordering's rewrites say dataChange=false).
     A partitioned table names the month in `month_partition`; an unpartitioned one bounds each added
     file by the min/max statistics of `time_column`. A removed file of an unpartitioned table tells
-    nothing about which of its rows went, unless the same commit adds files (a MERGE rewrites the
-    rows it keeps), so a commit that only removes is "cannot be told".
+    nothing about which of its rows went: a commit that deletes rows (by its operation metrics) or
+    only removes files is "cannot be told"; one that rewrites (a MERGE that updates and inserts)
+    changed only rows that are in the files it added.
     """
     months: set[str] = set()
     for actions in commits:
+        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        metrics = info.get("operationMetrics") or {}
+        deleted = int(metrics.get("numTargetRowsDeleted", 0) or 0) + int(metrics.get("numDeletedRows", 0) or 0)
         adds = [a["add"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
         removes = [a["remove"] for a in actions if "remove" in a and a["remove"].get("dataChange", True)]
         if month_partition is not None:
@@ -192,8 +209,8 @@ def changed_months(commits: Sequence[Sequence[Mapping]], month_partition: str | 
                     return None
                 months.add(value)
             continue
-        if removes and not adds:
-            return None
+        if removes and (not adds or deleted):
+            return None  # rows went, and a removed file's log entry does not say from which months
         for action in adds:
             stats = json.loads(action.get("stats") or "{}")
             low, high = (stats.get("minValues") or {}).get(time_column), (stats.get("maxValues") or {}).get(time_column)

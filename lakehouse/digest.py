@@ -86,6 +86,9 @@ def spark_digest(df) -> str:
     return combine([(r["n"], int(r["a"]), int(r["b"])) for r in parts], names)
 
 
+_PARTIALS = pa.schema([("k", pa.string()), ("n", pa.int64()), ("a", pa.string()), ("b", pa.string())])
+
+
 def spark_digests(df, key: str) -> dict[str, str]:
     """The digest of each `key` value's rows (all columns, the key's included), in one pass.
 
@@ -103,7 +106,8 @@ def spark_digests(df, key: str) -> dict[str, str]:
                 before = sums.get(value, (0, 0, 0))
                 sums[value] = (before[0] + n, (before[1] + a) & _MASK, (before[2] + b) & _MASK)
         yield pa.RecordBatch.from_pydict(
-            {"k": list(sums), "n": [v[0] for v in sums.values()], "a": [str(v[1]) for v in sums.values()], "b": [str(v[2]) for v in sums.values()]}
+            {"k": list(sums), "n": [v[0] for v in sums.values()], "a": [str(v[1]) for v in sums.values()], "b": [str(v[2]) for v in sums.values()]},
+            schema=_PARTIALS,  # typed even for a partition without rows
         )
 
     parts = df.select(*names).mapInArrow(per_partition, "k string, n long, a string, b string").collect()

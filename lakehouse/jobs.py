@@ -122,13 +122,17 @@ def build_step(
     settings: Settings | None = None,
     on_silver=None,
     on_gold=None,
+    own: list[str] | None = None,
+    record_errors: bool = True,
 ):
     """Silver for the new bronze rows, then gold for the stale wanted quarters in one pass, each build recorded.
 
     The one build step: `lakehouse build` calls it once for the quarters asked for, the DAG's build
     task once per run. When no bronze row is new and every wanted quarter is up to date (decided
     from the Delta logs and the manifest with delta-rs), it returns without starting Spark.
-    Returns the BuildReport (`dataclasses.asdict` makes it JSON for XCom).
+    `own` and `record_errors` are `lakehouse.build.build`'s: which quarters' failures fail the step,
+    and whether errors other than a gate's are recorded here or by the caller. Returns the
+    BuildReport (`dataclasses.asdict` makes it JSON for XCom).
     """
     import time
 
@@ -157,7 +161,7 @@ def build_step(
     t0 = time.monotonic()
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
     spark_s = time.monotonic() - t0
-    report = build.build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced)
+    report = build.build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
     report.seconds = {"spark start": spark_s, **report.seconds}
     for r in report.silver:
         log.info("%s: %s", r.table, "no new rows" if r.skipped else f"{r.input_rows} in, fates {r.fates}, v{r.version}")
@@ -169,11 +173,19 @@ def build_step(
 def build_quarter(quarter: str, run_id: str, force: bool = False, settings: Settings | None = None) -> dict[str, Any]:
     """The DAG's build task: `build_step` for the run's quarter and the earlier stale ones; a JSON summary."""
     settings = settings or load_settings()
-    report = build_step(quarters_to_build(quarter, settings), run_id, force=[quarter] if force else [], settings=settings)
+    # the run answers for its own quarter: an earlier quarter blocked by its gates is recorded as a
+    # FAILED build and reported, but does not fail this run; a crash is left to the retries, and the
+    # failure callback records the final one
+    report = build_step(
+        quarters_to_build(quarter, settings), run_id, force=[quarter] if force else [], settings=settings, own=[quarter], record_errors=False
+    )
     return {
         "run_id": report.run_id, "seconds": report.seconds,
         "silver": [{"table": r.table, "input_rows": r.input_rows, "fates": r.fates, "version": r.version, "skipped": r.skipped} for r in report.silver],
-        "gold": [{"quarter": g.quarter, "build_id": g.build_id, "skipped_as": g.skipped_as, "stale_reason": g.stale_reason, "digest": g.digest} for g in report.gold],
+        "gold": [
+            {"quarter": g.quarter, "build_id": g.build_id, "skipped_as": g.skipped_as, "stale_reason": g.stale_reason, "digest": g.digest, "error": g.error}
+            for g in report.gold
+        ],
     }  # fmt: skip
 
 

@@ -189,6 +189,9 @@ def test_a_late_corrected_month_changes_exactly_the_affected_rows(lake, spark, q
     assert sorted(r.arr_delay_min for r in changed.collect()) == [42.0, 42.0, 77.0, 77.0, 77.0]
     assert old.exceptAll(new).count() == 5
     assert new.count() == old.count()
+    # only the corrected months' files were rewritten: the other quarters stay up to date
+    commits = delta.commit_actions(lake, SILVER_FLIGHTS, version_before, result.version)
+    assert delta.changed_months(commits, month_partition="flight_month") == {"2001-02", "2013-02"}
 
 
 DEFECTS = {

@@ -41,6 +41,8 @@ def test_an_unpartitioned_table_is_bounded_by_the_statistics_of_what_it_added():
     [
         [[_remove()]],  # a pure delete: which rows went is not in the log
         [[_add()]],  # an added file without statistics
+        # a MERGE that also deleted rows: the deleted ones are in no added file
+        [[{"commitInfo": {"operationMetrics": {"numTargetRowsDeleted": "1"}}}, _remove(), _add(low="2013-02-01T00:00:00.000", high="2013-02-02T00:00:00.000")]],
     ],
 )
 def test_what_the_log_cannot_tell_is_reported_as_unknown(commits):
