@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from dotenv import dotenv_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -83,17 +82,8 @@ def machine() -> dict[str, Any]:
 
 def bench_env(home: Path) -> dict[str, str]:
     """The LAKEHOUSE_* variables of the bench stack: its own home, ports and keys; Spark as `make demo` runs it."""
-    services.generate_secrets(home / "secrets.env")
-    secrets = {k: v for k, v in dotenv_values(home / "secrets.env").items() if v}
     return {
-        **secrets,
-        "LAKEHOUSE_HOME": str(home),
-        "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{services.free_port()}",
-        "LAKEHOUSE_WEED_PORT_BASE": str(services.free_port_block()),
-        "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{services.free_port()}",
-        "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{services.free_port()}",
-        "LAKEHOUSE_JUPYTER_PORT": str(services.free_port()),
-        "LAKEHOUSE_SOURCES_DIR": str(PROJECT_ROOT / ".lakehouse" / "sources"),
+        **services.second_stack_environment(home, PROJECT_ROOT / ".lakehouse" / "sources"),
         "LAKEHOUSE_SPARK_EVENT_LOG_DIR": str(home / "spark-events"),
     }
 

@@ -27,7 +27,7 @@ from lakehouse import conform, delivery, delta, digest, faults, inspect, quality
 from lakehouse.conform import RunContext, TableResult
 from lakehouse.settings import Settings
 from lakehouse.spark import job_description
-from lakehouse.tables import REGISTRY, AIRPORT_DAILY, BUILDS, INGEST_LOG, PROGRESS, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
+from lakehouse.tables import REGISTRY, AIRPORT_DAILY, BUILDS, PROGRESS, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
 from silver import airports, carriers, flights, planes, weather_hourly
 
 log = logging.getLogger(__name__)

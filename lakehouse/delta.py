@@ -91,12 +91,6 @@ def append(df: DataFrame, location: str, user_metadata: str | None = None) -> in
     return latest_version(df.sparkSession, location)
 
 
-def overwrite(df: DataFrame, location: str) -> int:
-    """Replace a (staging) table's content in one commit; return the version written."""
-    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(location)
-    return latest_version(df.sparkSession, location)
-
-
 def replace_where(df: DataFrame, location: str, predicate: str, user_metadata: str | None = None) -> int:
     """Atomically replace the rows matching `predicate` (e.g. one quarter) with `df`."""
     writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)

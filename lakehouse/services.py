@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import psutil
 import requests
+from dotenv import dotenv_values
 
 from lakehouse import storage
 from lakehouse.errors import UserError
@@ -335,6 +336,22 @@ def free_port_block(size: int = 16) -> int:
             for sock in socks:
                 sock.close()
     raise ServiceError("no block of free loopback ports")
+
+
+def second_stack_environment(home: Path, sources_dir: Path) -> dict[str, str]:
+    """LAKEHOUSE_* variables of a second local stack (tests, the benchmark): its own home, fresh keys, free loopback ports."""
+    generate_secrets(home / "secrets.env")
+    keys = {k: v for k, v in dotenv_values(home / "secrets.env").items() if v}
+    return {
+        **keys,
+        "LAKEHOUSE_HOME": str(home),
+        "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "LAKEHOUSE_WEED_PORT_BASE": str(free_port_block()),
+        "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{free_port()}",
+        "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
+        "LAKEHOUSE_JUPYTER_PORT": str(free_port()),
+        "LAKEHOUSE_SOURCES_DIR": str(sources_dir),
+    }
 
 
 # ---------------------------------------------------------------- process control

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from dotenv import dotenv_values
 
 from lakehouse import services, storage
 from lakehouse.settings import PROJECT_ROOT, Settings, settings_from_mapping
@@ -20,20 +19,11 @@ from lakehouse.settings import PROJECT_ROOT, Settings, settings_from_mapping
 def lake_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """LAKEHOUSE_* variables of the test stack (also handed to CLI subprocesses)."""
     home = tmp_path_factory.mktemp("lakehouse-home")
-    services.generate_secrets(home / "secrets.env")
-    secrets = {k: v for k, v in dotenv_values(home / "secrets.env").items() if v}
     return {
-        **secrets,
-        "LAKEHOUSE_HOME": str(home),
-        "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{services.free_port()}",
-        "LAKEHOUSE_WEED_PORT_BASE": str(services.free_port_block()),
-        "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{services.free_port()}",
-        "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{services.free_port()}",
-        "LAKEHOUSE_JUPYTER_PORT": str(services.free_port()),
+        **services.second_stack_environment(home, PROJECT_ROOT / ".lakehouse" / "sources"),
         "LAKEHOUSE_SPARK_MASTER": "local[2]",
         "LAKEHOUSE_SPARK_DRIVER_MEMORY": "3g",
         "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": "4",
-        "LAKEHOUSE_SOURCES_DIR": str(PROJECT_ROOT / ".lakehouse" / "sources"),
     }
 
 
