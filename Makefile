@@ -13,7 +13,7 @@ SOURCES     := $(LAKEHOUSE_HOME)/sources
 VEGA        := vega-datasets-3.2.1
 VEGA_SHA256 := 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3
 
-.PHONY: help setup venv jars data up down status demo test test-unit bench clean-state
+.PHONY: help setup venv jars data up down status demo lint test test-unit bench clean-state
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,7 +65,12 @@ demo: setup  ## the main job: start services, land the real data, ingest it, bui
 	$(BIN)/lakehouse tables
 	$(BIN)/lakehouse builds
 
-test: setup  ## run every test (starts its own services in a temporary folder)
+lint: venv  ## ruff (lint and format check) and mypy over the source; `make test` runs it first
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint  ## lint, then every test (starts its own services in a temporary folder)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## only the unit tests

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lakehouse import delivery, digest
@@ -35,7 +35,7 @@ def main() -> None:
             record = {
                 "label": f"digest of the training set {quarter}", "rows": table.num_rows,
                 "spark_read_and_digest_s": round(spark_s, 1), "deltars_read_and_digest_s": round(arrow_s, 1),
-                "digest_only_s": round(digest_only_s, 1), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "digest_only_s": round(digest_only_s, 1), "at": datetime.now(UTC).isoformat(timespec="seconds"),
             }  # fmt: skip
             out.write(json.dumps(record) + "\n")
             print(json.dumps(record))

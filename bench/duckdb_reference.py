@@ -110,8 +110,8 @@ def run(vega_parquet: Path, nyc_dir: Path, out: Path) -> dict[str, int]:
     listed = ", ".join(f"'{q}'" for q in QUARTERS)
     counts = {}
     for name, query in (
-        ("route_daily", f"SELECT *, year(flight_date) || 'Q' || quarter(flight_date) AS quarter FROM route_daily"),
-        ("airport_daily", f"SELECT *, year(flight_date) || 'Q' || quarter(flight_date) AS quarter FROM airport_daily"),
+        ("route_daily", "SELECT *, year(flight_date) || 'Q' || quarter(flight_date) AS quarter FROM route_daily"),
+        ("airport_daily", "SELECT *, year(flight_date) || 'Q' || quarter(flight_date) AS quarter FROM airport_daily"),
         ("training_set", "SELECT * FROM training_set"),
     ):
         selected = f"SELECT * FROM ({query}) WHERE quarter IN ({listed})"

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -67,7 +67,7 @@ def main() -> None:
         "exit_code": child.returncode,
         "seconds": round(time.monotonic() - t0, 1),
         "peak_rss_mb": round(peak / 2**20),
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpus": psutil.cpu_count(),
     }
     with open(Path(__file__).parent / "results.jsonl", "a") as handle:

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ def run(parts: list[str], keep: bool) -> int:
     lake = bench_env(home)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}, **lake}
     settings = settings_from_mapping(lake)
-    facts, bench_id = machine(), datetime.now(timezone.utc).strftime("bench-%Y%m%dT%H%M%SZ")
+    facts, bench_id = machine(), datetime.now(UTC).strftime("bench-%Y%m%dT%H%M%SZ")
     say(f"{bench_id} on {facts['cpus']} cores, {facts['memory_gb']} GB, commit {facts['commit']}; parts: {', '.join(parts)}")
     steps: list[Step] = []
     try:
@@ -179,7 +179,15 @@ def run(parts: list[str], keep: bool) -> int:
                 return 1
         if "duckdb" in parts:
             out = home / "duckdb-reference"
-            steps.append(measure("duckdb", "DuckDB reference: gold from the raw files", [sys.executable, str(Path(__file__).parent / "duckdb_reference.py"), lake["LAKEHOUSE_SOURCES_DIR"], str(out)], env, home))
+            steps.append(
+                measure(
+                    "duckdb",
+                    "DuckDB reference: gold from the raw files",
+                    [sys.executable, str(Path(__file__).parent / "duckdb_reference.py"), lake["LAKEHOUSE_SOURCES_DIR"], str(out)],
+                    env,
+                    home,
+                )
+            )
             steps[-1].extra["rows"] = json.loads((home / "logs" / "bench-duckdb.log").read_text().strip().splitlines()[-1])["rows"]
         if "cli" in parts or "increment" in parts:
             steps.append(measure("cli", "CLI build of every quarter from bronze", lakehouse("build", "--all"), env, home))
@@ -213,7 +221,7 @@ def run(parts: list[str], keep: bool) -> int:
             for s in steps:
                 handle.write(json.dumps({"bench": bench_id, "step": s.name, "label": s.label, "seconds": s.seconds, "peak_rss_mb": s.peak_rss_mb,
                                          "peak_rss_with_services_mb": s.peak_rss_with_services_mb, "exit_code": s.exit_code, **s.extra,
-                                         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": facts}) + "\n")  # fmt: skip
+                                         "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": facts}) + "\n")  # fmt: skip
     shown = [s for s in steps if s.name in ("ingest", *PARTS)]
     print(f"\n{bench_id} ({facts['cpus']} cores, {facts['memory_gb']} GB, commit {facts['commit']})\n\n{table(shown)}\n")
     for s in steps:

@@ -63,9 +63,7 @@ def number_lines(raw: DataFrame) -> DataFrame:
 
 def field_count(value: F.Column) -> F.Column:
     """Number of CSV fields in a line (commas inside double quotes do not separate)."""
-    return F.when(F.instr(value, '"') == 0, F.size(F.split(value, ",", -1))).otherwise(
-        F.regexp_count(value, F.lit(_UNQUOTED_COMMA)) + 1
-    )
+    return F.when(F.instr(value, '"') == 0, F.size(F.split(value, ",", -1))).otherwise(F.regexp_count(value, F.lit(_UNQUOTED_COMMA)) + 1)
 
 
 def parse_lines(numbered: DataFrame, columns: Sequence[str]) -> DataFrame:
@@ -247,9 +245,7 @@ def ingest_feed(
     delta.append(_log_rows(spark, [_entry(table, o, run_id, "pending", started_at) for o in todo]), log_location)
     faults.checkpoint(settings, "ingest.before_bronze_write")
     paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
-    raw = spark.read.text(paths).select(
-        "value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object")
-    )
+    raw = spark.read.text(paths).select("value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object"))
     etags = spark.createDataFrame([(o.key, o.etag) for o in todo], "_source_object string, _source_etag string")
     version = delta.append(to_bronze(raw, etags, feed, run_id, started_at).select(*table.column_names), location, user_metadata=run_id)
     faults.checkpoint(settings, "ingest.after_bronze_write")

@@ -27,10 +27,7 @@ from diagrams.programming.language import Python
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "architecture.png"
 
-TITLE = (
-    "Lakehouse: the data backend of a quarterly ML model build\n"
-    "solid: data  |  dashed: control (Airflow starts a job)  |  dotted: lineage and metadata"
-)
+TITLE = "Lakehouse: the data backend of a quarterly ML model build\nsolid: data  |  dashed: control (Airflow starts a job)  |  dotted: lineage and metadata"
 
 GRAPH = {
     "fontsize": "22",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 from functools import reduce
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -22,6 +23,12 @@ from lakehouse.tables import TRAINING_SET
 
 FEATURE_CONTRACT_VERSION = "1"
 
+#: The trailing windows of the features, in days before the flight's date: [d-k, d-1].
+ROUTE_WINDOWS_DAYS = (7, 28)
+ORIGIN_WINDOWS_DAYS = (1, 7)
+#: How far before a quarter's first day its features read: the widest window.
+LOOKBACK_DAYS = max(*ROUTE_WINDOWS_DAYS, *ORIGIN_WINDOWS_DAYS)
+
 
 def _ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator > 0, numerator / denominator)
@@ -30,7 +37,7 @@ def _ratio(numerator: Column, denominator: Column) -> Column:
 def route_window_features(route_daily: DataFrame) -> DataFrame:
     """Per (origin, dest, flight_date): the 7- and 28-day trailing route features, days [d-k, d-1]."""
     by_route = Window.partitionBy("origin", "dest").orderBy(F.unix_date("flight_date"))
-    w7, w28 = by_route.rangeBetween(-7, -1), by_route.rangeBetween(-28, -1)
+    w7, w28 = (by_route.rangeBetween(-days, -1) for days in ROUTE_WINDOWS_DAYS)
     return route_daily.select(
         "origin",
         "dest",
@@ -45,7 +52,7 @@ def route_window_features(route_daily: DataFrame) -> DataFrame:
 def origin_window_features(airport_daily: DataFrame) -> DataFrame:
     """Per (origin, flight_date): the 7-day late share and the previous day's departures."""
     by_origin = Window.partitionBy("origin").orderBy(F.unix_date("flight_date"))
-    w7, w1 = by_origin.rangeBetween(-7, -1), by_origin.rangeBetween(-1, -1)
+    w1, w7 = (by_origin.rangeBetween(-days, -1) for days in ORIGIN_WINDOWS_DAYS)
     return airport_daily.select(
         "origin",
         "flight_date",
@@ -55,20 +62,16 @@ def origin_window_features(airport_daily: DataFrame) -> DataFrame:
     )
 
 
-def build_training_set(
-    flights: DataFrame, route_daily: DataFrame, airport_daily: DataFrame, weather: DataFrame, periods: Mapping[str, tuple[date, date]]
-) -> DataFrame:
+def build_training_set(flights: DataFrame, route_daily: DataFrame, airport_daily: DataFrame, weather: DataFrame, periods: Mapping[str, tuple[date, date]]) -> DataFrame:
     """The training rows of the quarters in `periods` ({quarter: [start, end)}), built together.
 
-    `route_daily` and `airport_daily` must cover at least [start - 28 days, end) of each quarter so
+    `route_daily` and `airport_daily` must cover at least [start - LOOKBACK_DAYS, end) of each quarter so
     that its first days see their history (which lies in the previous quarter).
     """
     departure_hour = F.date_trunc("hour", F.coalesce("sched_dep_local_ts", "dep_local_ts")).cast("timestamp_ntz")
     in_periods = reduce(lambda a, b: a | b, [(F.col("flight_date") >= F.lit(s)) & (F.col("flight_date") < F.lit(e)) for s, e in periods.values()])
     rows = eligible(flights).where(in_periods).withColumn("_dep_hour_ts", departure_hour)
-    hourly = weather.select(
-        F.col("origin").alias("_w_origin"), F.col("obs_local_ts").alias("_w_ts"), "temp_f", "wind_speed_mph", "precip_in", "visib_mi"
-    )
+    hourly = weather.select(F.col("origin").alias("_w_origin"), F.col("obs_local_ts").alias("_w_ts"), "temp_f", "wind_speed_mph", "precip_in", "visib_mi")
     joined = (
         rows.join(route_window_features(route_daily), ["origin", "dest", "flight_date"], "left")
         .join(origin_window_features(airport_daily), ["origin", "flight_date"], "left")
@@ -99,7 +102,7 @@ def build_training_set(
     ).select(*TRAINING_SET.column_names)
 
 
-def checks(quarter: str, eligible_rows: int, cfg: dict) -> list[q.Check]:
+def checks(quarter: str, eligible_rows: int, cfg: Mapping[str, Any]) -> list[q.Check]:
     """The gate of one quarter's training set: label, ranges, no leak from the future, row count."""
     gates = cfg["gates"]["gold"]
     return [

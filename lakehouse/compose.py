@@ -102,9 +102,7 @@ def minio_assets() -> dict[str, str]:
     """Every file under docker/minio/ that is rendered from the library: path relative to it -> text."""
     from lakehouse.settings import BUCKETS
 
-    files = {
-        f"policies/{role}.json": json.dumps(policy, indent=2) + "\n" for role, policy in minio_policies().items()
-    }
+    files = {f"policies/{role}.json": json.dumps(policy, indent=2) + "\n" for role, policy in minio_policies().items()}
     files["buckets.txt"] = "".join(f"{bucket}\n" for bucket in BUCKETS)
     return files
 
@@ -154,11 +152,7 @@ def render_env(example: str) -> str:
 
 def _assignments(text: str) -> dict[str, str]:
     """The `NAME=value` lines of an env file, by name, in order."""
-    return {
-        line.partition("=")[0].strip(): line
-        for line in text.splitlines()
-        if "=" in line and not line.lstrip().startswith("#")
-    }
+    return {line.partition("=")[0].strip(): line for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#")}
 
 
 def write_env(example: Path, target: Path) -> list[str]:

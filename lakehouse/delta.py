@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import storage
@@ -22,6 +23,14 @@ def retention_properties(hours: float) -> dict[str, str]:
     """How long Delta keeps old log entries and removed files (time travel reaches back this far)."""
     interval = f"interval {round(hours)} hours"
     return {"delta.logRetentionDuration": interval, "delta.deletedFileRetentionDuration": interval}
+
+
+def first(df: DataFrame) -> Row:
+    """The first row of a frame that always has one (a history, an aggregate)."""
+    row = df.first()
+    if row is None:
+        raise LookupError("expected a row, found none")
+    return row
 
 
 def exists(spark: SparkSession, location: str) -> bool:
@@ -38,9 +47,7 @@ def ensure_table(spark: SparkSession, settings: Settings, table: Table, location
         return DeltaTable.forPath(spark, location)
     builder = DeltaTable.createIfNotExists(spark).location(location).comment(table.description)
     for field in table.schema.fields:
-        builder = builder.addColumn(
-            field.name, field.dataType, nullable=field.nullable, comment=field.metadata.get("comment")
-        )
+        builder = builder.addColumn(field.name, field.dataType, nullable=field.nullable, comment=field.metadata.get("comment"))
     if table.partition_by:
         builder = builder.partitionedBy(*table.partition_by)
     for key, value in {**table.table_properties(), **retention_properties(settings.retention_days * 24)}.items():
@@ -59,26 +66,28 @@ def read(spark: SparkSession, location: str, version: int | None = None) -> Data
     return reader.load(location)
 
 
+def current(spark: SparkSession, settings: Settings, table: Table, version: int | None = None) -> DataFrame:
+    """A table's rows (as of `version`, else the latest), or an empty frame of its schema when it does not exist yet."""
+    location = table.location(settings)
+    if exists(spark, location):
+        return read(spark, location, version)
+    return spark.createDataFrame([], table.schema)
+
+
 def latest_version(spark: SparkSession, location: str) -> int:
     """The table's current Delta version."""
-    return int(DeltaTable.forPath(spark, location).history(1).select("version").first()[0])
+    return int(first(DeltaTable.forPath(spark, location).history(1).select("version"))[0])
 
 
 def versions_with_metadata(spark: SparkSession, location: str, limit: int = 50) -> dict[str, int]:
     """userMetadata -> version for the most recent commits that carry one."""
-    rows = (
-        DeltaTable.forPath(spark, location)
-        .history(limit)
-        .where(F.col("userMetadata").isNotNull())
-        .select("userMetadata", "version")
-        .collect()
-    )
+    rows = DeltaTable.forPath(spark, location).history(limit).where(F.col("userMetadata").isNotNull()).select("userMetadata", "version").collect()
     return {r["userMetadata"]: int(r["version"]) for r in rows}
 
 
 def last_operation_metrics(spark: SparkSession, location: str) -> tuple[int, Mapping[str, str]]:
     """(version, operationMetrics) of the table's latest commit."""
-    row = DeltaTable.forPath(spark, location).history(1).select("version", "operationMetrics").first()
+    row = first(DeltaTable.forPath(spark, location).history(1).select("version", "operationMetrics"))
     return int(row["version"]), dict(row["operationMetrics"] or {})
 
 
@@ -123,8 +132,8 @@ def merge_upsert(
     keys = list(keys)
     condition = [f"t.`{k}` <=> s.`{k}`" for k in keys]
     partitions = []
-    for column, values in (prune or {}).items():
-        listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
+    for column, wanted in (prune or {}).items():
+        listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(wanted)))
         partitions.append(f"t.`{column}` IN ({listed})" if listed else "false")
     condition += partitions
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in (compare or []))
@@ -137,13 +146,13 @@ def merge_upsert(
         spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", user_metadata)
     try:
         merge = DeltaTable.forPath(spark, location).alias("t").merge(source.alias("s"), " AND ".join(condition))
-        values = {c: f"s.`{c}`" for c in columns}
+        assignments: dict[str, str | Column] = {c: f"s.`{c}`" for c in columns}
         if delete_scope:
             merge = merge.whenMatchedDelete(condition="s._delete")
-            merge = merge.whenMatchedUpdate(condition=f"NOT s._delete AND ({changed})" if changed else "NOT s._delete", set=values)
-            merge = merge.whenNotMatchedInsert(condition="NOT s._delete", values=values)
+            merge = merge.whenMatchedUpdate(condition=f"NOT s._delete AND ({changed})" if changed else "NOT s._delete", set=assignments)
+            merge = merge.whenNotMatchedInsert(condition="NOT s._delete", values=assignments)
         else:
-            merge = merge.whenMatchedUpdate(condition=changed or None, set=values).whenNotMatchedInsert(values=values)
+            merge = merge.whenMatchedUpdate(condition=changed or None, set=assignments).whenNotMatchedInsert(values=assignments)
         merge.execute()
     finally:
         if user_metadata is not None:
@@ -191,7 +200,7 @@ def changed_months(commits: Sequence[Sequence[Mapping]], month_partition: str | 
     """
     months: set[str] = set()
     for actions in commits:
-        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
         metrics = info.get("operationMetrics") or {}
         deleted = int(metrics.get("numTargetRowsDeleted", 0) or 0) + int(metrics.get("numDeletedRows", 0) or 0)
         adds = [a["add"] for a in actions if "add" in a and a["add"].get("dataChange", True)]

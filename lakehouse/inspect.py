@@ -7,11 +7,13 @@ statistics in the log) and stream data with pyarrow, batch by batch.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -57,8 +59,8 @@ def arrow_dataset(settings: Settings, dt: DeltaTable, role: str = "transform") -
 
 def row_count(dt: DeltaTable) -> int:
     """Rows in the current snapshot, from the per-file statistics in the log."""
-    actions = dt.get_add_actions(flatten=True)
-    return int(sum(v.as_py() or 0 for v in actions.column("num_records"))) if actions.num_rows else 0
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    return int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
 
 
 def overview(settings: Settings, role: str = "transform") -> list[dict[str, Any]]:
@@ -68,9 +70,7 @@ def overview(settings: Settings, role: str = "transform") -> list[dict[str, Any]
         dt = open_table(settings, table, role)
         if dt is None:
             continue
-        found.append(
-            {"name": table.name, "layer": table.layer, "version": dt.version(), "rows": row_count(dt), "location": table.location(settings)}
-        )
+        found.append({"name": table.name, "layer": table.layer, "version": dt.version(), "rows": row_count(dt), "location": table.location(settings)})
     return found
 
 
@@ -98,7 +98,7 @@ def _iso(millis: int | None) -> str | None:
     """A commit time (epoch milliseconds in the Delta log) as ISO 8601 UTC."""
     if millis is None:
         return None
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
 def export(settings: Settings, table: Table, target: Path, version: int | None = None, role: str = "transform") -> int:
@@ -123,9 +123,7 @@ def quarantine_summary(settings: Settings) -> list[dict[str, Any]]:
     dt = open_table(settings, QUARANTINE)
     if dt is None:
         return []
-    rows = arrow_dataset(settings, dt).to_table(
-        columns=["table_name", "rule_id", "quarantined_at", "run_id"], filter=ds.field("resolved_at").is_null()
-    )
+    rows = arrow_dataset(settings, dt).to_table(columns=["table_name", "rule_id", "quarantined_at", "run_id"], filter=ds.field("resolved_at").is_null())
     if rows.num_rows == 0:
         return []
     grouped = rows.group_by(["table_name", "rule_id"]).aggregate([("rule_id", "count"), ("quarantined_at", "min"), ("run_id", "max")])

@@ -117,9 +117,7 @@ def bts_flight_extracts(parquet: Path, months: set[str] | None, every: int) -> I
         yield Extract("bts_flights", f"bts/flights/{month}.csv.gz", month, gzip_bytes(data), part.num_rows)
 
 
-def nyc_monthly_extracts(
-    feed: str, text: str, prefix: str, months: set[str] | None, every: int
-) -> Iterator[Extract]:
+def nyc_monthly_extracts(feed: str, text: str, prefix: str, months: set[str] | None, every: int) -> Iterator[Extract]:
     for month, (header, lines) in sorted(split_csv_by_month(text, "year", "month").items()):
         if months is not None and month not in months:
             continue
@@ -188,4 +186,3 @@ def land_bytes(settings: Settings, key: str, data: bytes) -> Landed:
     uploaded = storage.put_if_changed(storage.client(settings, "ingest"), settings.bucket("landing"), key, data, content_type)
     text = gzip.decompress(data) if key.endswith(".gz") else data
     return Landed(key, max(len(text.splitlines()) - 1, 0), len(data), uploaded)
-

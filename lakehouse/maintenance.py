@@ -120,7 +120,7 @@ def hours_to_keep(spark: SparkSession, location: str, version: int, now: datetim
 def _set_retention(spark: SparkSession, location: str, hours: float) -> bool:
     """Set the log and deleted-file retention, committing only when it changes; True when it did."""
     wanted = delta.retention_properties(hours)
-    current = DeltaTable.forPath(spark, location).detail().select("properties").first()["properties"] or {}
+    current = delta.first(DeltaTable.forPath(spark, location).detail().select("properties"))["properties"] or {}
     if all(current.get(k) == v for k, v in wanted.items()):
         return False
     listed = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
@@ -130,7 +130,7 @@ def _set_retention(spark: SparkSession, location: str, hours: float) -> bool:
 
 def maintained_since_last_write(spark: SparkSession, location: str, now: datetime) -> bool:
     """The table's last commit is a VACUUM of ours, from less than a day ago: nothing to compact or remove."""
-    last = DeltaTable.forPath(spark, location).history(1).select("operation", "timestamp").first()
+    last = delta.first(DeltaTable.forPath(spark, location).history(1).select("operation", "timestamp"))
     return last["operation"] == "VACUUM END" and now - last["timestamp"] < _FRESH
 
 
@@ -158,7 +158,7 @@ def maintain_table(spark: SparkSession, settings: Settings, table: Table, pins: 
     if statement is not None:
         spark.sql(statement)
     check = "spark.databricks.delta.retentionDurationCheck.enabled"
-    previous = spark.conf.get(check, "true")
+    previous = spark.conf.get(check, "true") or "true"
     try:
         if report.retain_hours < _SAFETY_HOURS:
             spark.conf.set(check, "false")

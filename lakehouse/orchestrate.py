@@ -59,7 +59,7 @@ class AirflowClient:
             response = requests.request(method, f"{self.url}/api/v2{path}", json=body, params=params, headers=self._headers(), timeout=self.timeout_s)
             if response.status_code != 503 or attempt == attempts - 1:
                 break
-            time.sleep(min(2 ** attempt, 15))
+            time.sleep(min(2**attempt, 15))
         if response.status_code >= 400:
             raise AirflowError(f"Airflow {method} {path}: {response.status_code} {response.text[:500]}")
         return response.json() if response.content else None

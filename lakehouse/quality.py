@@ -216,3 +216,8 @@ def columns_exist(*columns: str) -> list[Check]:
 def no_rows(rule: str, query: str) -> Check:
     """A SQL query over `{batch}` that returns the offending rows; the check passes when it returns none."""
     return Check(rule, "UnexpectedRowsExpectation", {"unexpected_rows_query": query, "description": rule})
+
+
+def gate_refs(gates: Sequence[GateResult]) -> list[dict[str, Any]]:
+    """What a build record keeps of each gate: its suite, outcome and report."""
+    return [{"suite": g.suite, "success": g.success, "report_uri": g.report_uri} for g in gates]

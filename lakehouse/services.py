@@ -27,7 +27,7 @@ from dotenv import dotenv_values
 
 from lakehouse import storage
 from lakehouse.errors import UserError
-from lakehouse.settings import ROLES, Settings, to_environment
+from lakehouse.settings import ROLES, WRITERS_POOL, Settings, to_environment
 
 HEALTH_TIMEOUT_S = 90
 
@@ -242,7 +242,6 @@ def _airflow(component: list[str]) -> Callable[[Settings], tuple[list[str], Mapp
 
 def _airflow_api_prepare(settings: Settings) -> tuple[list[str], Mapping[str, str], Path]:
     """Before the API server: migrate the metadata database and create the writers' pool."""
-    from lakehouse.jobs import WRITERS_POOL
 
     argv, env, home = _airflow(["api-server", "--host", "127.0.0.1", "--port", str(_port(settings.airflow_url)), "--workers", "1"])(settings)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -302,9 +301,7 @@ SERVICES: tuple[Service, ...] = (
 )
 
 #: Started only on request (`lakehouse up --jupyter`).
-JUPYTER = Service(
-    "jupyter", lambda s: f"http://127.0.0.1:{s.jupyter_port}/lab", lambda s: True, _jupyter_prepare, lambda s: _http_ok(f"http://127.0.0.1:{s.jupyter_port}/api")
-)
+JUPYTER = Service("jupyter", lambda s: f"http://127.0.0.1:{s.jupyter_port}/lab", lambda s: True, _jupyter_prepare, lambda s: _http_ok(f"http://127.0.0.1:{s.jupyter_port}/api"))
 
 
 # ---------------------------------------------------------------- ports
@@ -389,9 +386,7 @@ def start(settings: Settings, service: Service) -> int:
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.logs_dir / f"{service.name}.log", "ab") as log:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     started = psutil.Process(proc.pid).create_time()
     _pid_file(settings, service.name).write_text(json.dumps({"pid": proc.pid, "started": started, "argv0": argv[0]}))
     return proc.pid
@@ -406,10 +401,7 @@ def wait_healthy(settings: Settings, service: Service, timeout_s: float = HEALTH
         if running_pid(settings, service.name) is None:
             raise ServiceError(f"{service.name} exited during start-up. Last lines of its log:\n{log_tail(settings, service.name)}")
         time.sleep(0.5)
-    raise ServiceError(
-        f"{service.name} did not become healthy at {service.url(settings)} within {timeout_s:.0f} s. "
-        f"Last lines of its log:\n{log_tail(settings, service.name)}"
-    )
+    raise ServiceError(f"{service.name} did not become healthy at {service.url(settings)} within {timeout_s:.0f} s. Last lines of its log:\n{log_tail(settings, service.name)}")
 
 
 def stop(settings: Settings, name: str, timeout_s: float = 30) -> bool:
@@ -449,10 +441,7 @@ def _selected(settings: Settings, jupyter: bool = False) -> tuple[Service, ...]:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     """Every service, its URL, whether it answers, and the pid `up` recorded."""
-    return [
-        ServiceStatus(s.name, s.url(settings), s.healthy(settings), running_pid(settings, s.name), s.enabled(settings))
-        for s in _selected(settings)
-    ]
+    return [ServiceStatus(s.name, s.url(settings), s.healthy(settings), running_pid(settings, s.name), s.enabled(settings)) for s in _selected(settings)]
 
 
 #: The Airflow components: a stack without them (`up(..., names=CORE)`) serves everything but scheduling.
@@ -460,9 +449,7 @@ AIRFLOW = ("airflow-api", "airflow-scheduler", "airflow-dag-processor", "airflow
 CORE = ("s3", "mlflow")
 
 
-def up(
-    settings: Settings, on_service: Callable[[str, str], None] | None = None, jupyter: bool = False, names: Collection[str] | None = None
-) -> list[ServiceStatus]:
+def up(settings: Settings, on_service: Callable[[str, str], None] | None = None, jupyter: bool = False, names: Collection[str] | None = None) -> list[ServiceStatus]:
     """Start every local service (or only those in `names`) that is not running, wait for health, create the buckets."""
     notify = on_service or (lambda name, message: None)
     for service in _selected(settings, jupyter):

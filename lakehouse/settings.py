@@ -18,6 +18,9 @@ from dotenv import dotenv_values
 
 from lakehouse.errors import UserError
 
+#: The Airflow pool that serialises every writer: Delta on S3 allows one writer per table at a time.
+WRITERS_POOL = "lakehouse_writers"
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 #: Identities of the object store. Each job runs with the least privileged one it needs.
@@ -185,7 +188,8 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
         "LAKEHOUSE_HOME": str(settings.home), "LAKEHOUSE_S3_ENDPOINT": settings.s3_endpoint, "LAKEHOUSE_S3_REGION": settings.s3_region,
         "LAKEHOUSE_SPARK_MASTER": settings.spark_master, "LAKEHOUSE_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "LAKEHOUSE_SPARK_DRIVER_HOST": settings.spark_driver_host, "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
-        "LAKEHOUSE_SPARK_PYTHON": settings.spark_python, "LAKEHOUSE_SPARK_SHIP_JARS": str(settings.spark_ship_jars).lower(), "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
+        "LAKEHOUSE_SPARK_PYTHON": settings.spark_python, "LAKEHOUSE_SPARK_SHIP_JARS": str(settings.spark_ship_jars).lower(),
+        "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
         "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
         "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days),

@@ -57,13 +57,8 @@ def bucket_roles(roles: Iterable[str]) -> dict[str, str]:
 def jar_paths(settings: Settings) -> list[Path]:
     """The resolved jars; an error that says how to get them when there are none."""
     jars = sorted(settings.jars_dir.glob("*.jar"))
-    if not any(j.name.startswith("delta-spark") for j in jars) or not any(
-        j.name.startswith("hadoop-aws") for j in jars
-    ):
-        raise JarsMissing(
-            f"no Delta/S3A jars in {settings.jars_dir}: run `make setup` (or `make jars`) once, "
-            "with access to Maven Central; later runs are offline"
-        )
+    if not any(j.name.startswith("delta-spark") for j in jars) or not any(j.name.startswith("hadoop-aws") for j in jars):
+        raise JarsMissing(f"no Delta/S3A jars in {settings.jars_dir}: run `make setup` (or `make jars`) once, with access to Maven Central; later runs are offline")
     return jars
 
 
@@ -132,7 +127,7 @@ def build_session(
     active = SparkSession.getActiveSession()
     if active is not None and not set(wanted) <= _session_roles:
         active.stop()
-        active._jvm.org.apache.hadoop.fs.FileSystem.closeAll()
+        active._jvm.org.apache.hadoop.fs.FileSystem.closeAll()  # type: ignore[union-attr]
     # The launcher reads SPARK_LOCAL_IP before any conf: without it Spark binds a public address.
     os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
     # PySpark takes the workers' Python from the environment only, when the context starts

@@ -48,11 +48,7 @@ def seaweed_identities(settings: Settings) -> dict:
         if role == "admin":
             actions = ["Admin", "Read", "List", "Write", "Tagging"]
         else:
-            actions = [
-                f"{action}:{settings.bucket(bucket)}"
-                for bucket, level in grants.items()
-                for action in actions_for[level]
-            ]
+            actions = [f"{action}:{settings.bucket(bucket)}" for bucket, level in grants.items() for action in actions_for[level]]
         identities.append(
             {
                 "name": role,
@@ -113,7 +109,7 @@ def put_if_changed(s3: Minio, bucket: str, key: str, data: bytes, content_type: 
     """Upload unless an object with the same content (single-part ETag = MD5) is already there."""
     digest = md5_hex(data)
     try:
-        if s3.stat_object(bucket, key).etag.strip('"') == digest:
+        if (s3.stat_object(bucket, key).etag or "").strip('"') == digest:
             return False
     except S3Error as err:
         if err.code not in {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}:

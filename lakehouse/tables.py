@@ -84,9 +84,7 @@ class Table:
 
     @property
     def schema(self) -> T.StructType:
-        return T.StructType(
-            [T.StructField(c.name, c.data_type, c.nullable, {"comment": c.comment} if c.comment else {}) for c in self.columns]
-        )
+        return T.StructType([T.StructField(c.name, c.data_type, c.nullable, {"comment": c.comment} if c.comment else {}) for c in self.columns])
 
     @property
     def column_names(self) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from lakehouse.jobs import WRITERS_POOL
+from lakehouse.settings import WRITERS_POOL
 
 #: Every task is idempotent, so retrying is always safe. The first delay is Airflow's
 #: `[core] default_task_retry_delay` (300 s unless configured), doubled on each retry.
@@ -21,7 +21,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 #: Tasks that write a Delta table take the single slot of this pool: one writer at a time.
-WRITER = {"pool": WRITERS_POOL}
+WRITER: dict[str, Any] = {"pool": WRITERS_POOL}
 
 
 def log_failure(context: dict[str, Any]) -> None:

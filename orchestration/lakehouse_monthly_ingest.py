@@ -30,17 +30,17 @@ with DAG(
     @task.sensor(poke_interval=600, timeout=timedelta(days=3).total_seconds(), mode="reschedule", retries=2)
     def wait_for_extracts(data_interval_start=None) -> PokeReturnValue:
         """Wait until the month's extracts are in the landing bucket; fail after 3 days without them."""
-        from lakehouse import jobs
+        from pipeline import steps
 
-        month = jobs.month_of(data_interval_start)
-        found = jobs.extracts_landed(month)
+        month = steps.month_of(data_interval_start)
+        found = steps.extracts_landed(month)
         return PokeReturnValue(is_done=bool(found), xcom_value=found)
 
     @task(outlets=[BRONZE], **WRITER)
     def ingest(data_interval_start=None, run_id=None) -> dict:
         """Ingest the month's extracts (and new snapshots) into bronze."""
-        from lakehouse import jobs
+        from pipeline import steps
 
-        return jobs.ingest_month(jobs.month_of(data_interval_start), jobs.run_id_for("ingest", run_id))
+        return steps.ingest_task(steps.month_of(data_interval_start), steps.run_id_for("ingest", run_id))
 
     wait_for_extracts() >> ingest()

@@ -23,11 +23,12 @@ from orchestration.defaults import DEFAULT_ARGS, WRITER, log_failure
 
 def record_failure(context: dict) -> None:
     """The failure record of a build: the log line, then a FAILED manifest row and MLflow run."""
-    from lakehouse import jobs, quarters
+    from lakehouse import quarters
+    from pipeline import steps
 
     log_failure(context)
     quarter = quarters.of_interval(context["data_interval_start"].date())
-    jobs.record_failure(quarter, jobs.run_id_for("build", context["run_id"]), context["ti"].task_id, context.get("exception"))
+    steps.record_failure(quarter, steps.run_id_for("build", context["run_id"]), context["ti"].task_id, context.get("exception"))
 
 
 with DAG(
@@ -45,23 +46,24 @@ with DAG(
     @task.sensor(poke_interval=900, timeout=timedelta(days=14).total_seconds(), mode="reschedule", retries=2)
     def wait_for_quarter(data_interval_start=None) -> PokeReturnValue:
         """Wait until all three months of the quarter are ingested into bronze."""
-        from lakehouse import jobs, quarters
+        from lakehouse import quarters
+        from pipeline import steps
 
         quarter = quarters.of_interval(data_interval_start.date())
-        return PokeReturnValue(is_done=jobs.quarter_ingested(quarter), xcom_value=quarter)
+        return PokeReturnValue(is_done=steps.quarter_ingested(quarter), xcom_value=quarter)
 
     @task(**WRITER, execution_timeout=timedelta(hours=2))
     def build(quarter: str, run_id=None, params=None) -> dict:
         """Silver, then gold for the quarter and the earlier stale ones in one pass, every build recorded."""
-        from lakehouse import jobs
+        from pipeline import steps
 
-        return jobs.build_quarter(quarter, jobs.run_id_for("build", run_id), force=bool(params["force"]))
+        return steps.build_task(quarter, steps.run_id_for("build", run_id), force=bool(params["force"]))
 
     @task(**WRITER)
     def maintain(dag_run=None) -> dict:
         """OPTIMIZE and VACUUM the tables written, never removing what a recorded build needs (not in backfills)."""
-        from lakehouse import jobs
+        from pipeline import steps
 
-        return jobs.maintain(getattr(dag_run.run_type, "value", dag_run.run_type))
+        return steps.maintain_task(getattr(dag_run.run_type, "value", dag_run.run_type))
 
     build(wait_for_quarter()) >> maintain()

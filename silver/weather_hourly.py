@@ -13,12 +13,13 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import conform
 from lakehouse import quality as q
 from lakehouse.quarters import extract_month
-from lakehouse.rules import Rule, blank, check, clean, unparseable
+from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_WEATHER
+from silver import conform
+from silver.rules import Rule, blank, check, clean, unparseable
 
 _MEASURES = {
     "temp": "temp_f", "dewp": "dewp_f", "humid": "humid_pct", "wind_dir": "wind_dir_deg", "wind_speed": "wind_speed_mph",
@@ -93,6 +94,6 @@ SPEC = conform.SilverSpec(
 )
 
 
-def run(spark: SparkSession, settings: Settings, ctx: conform.RunContext) -> conform.TableResult:
+def run(spark: SparkSession, settings: Settings, ctx: RunContext) -> conform.TableResult:
     """Conform the bronze weather not yet processed into silver.weather_hourly."""
     return conform.run_table(spark, settings, SPEC, ctx)

@@ -94,7 +94,6 @@ def read_landing(stack: Settings):
     return read
 
 
-
 @pytest.fixture(scope="session")
 def quality_config(settings: Settings) -> dict:
     """The versioned rule and gate thresholds (config/quality.toml)."""

@@ -36,7 +36,9 @@ for dag_id, dag in bag.dags.items():
         "catchup": dag.catchup,
         "timetable": type(timetable).__name__,
         "cron": core(timetable)._expression,
-        "first_interval": [str(d) for d in core(timetable).next_dagrun_info(last_automated_data_interval=None, restriction=TimeRestriction(dag.start_date, None, True)).data_interval],
+        "first_interval": [
+            str(d) for d in core(timetable).next_dagrun_info(last_automated_data_interval=None, restriction=TimeRestriction(dag.start_date, None, True)).data_interval
+        ],
         "interval_before_2013_04_01": [str(d) for d in core(timetable).infer_manual_data_interval(run_after=pendulum.datetime(2013, 4, 1))],
         "params": sorted(dag.params.keys()),
         "tasks": {
@@ -55,4 +57,14 @@ for dag_id, dag in bag.dags.items():
             for t in dag.tasks
         },
     }
-print(json.dumps({"import_errors": bag.import_errors, "stats": [[s.file, s.duration.total_seconds() if hasattr(s.duration, "total_seconds") else s.duration] for s in bag.dagbag_stats], "connects": attempts, "dags": dags}, default=str))
+print(
+    json.dumps(
+        {
+            "import_errors": bag.import_errors,
+            "stats": [[s.file, s.duration.total_seconds() if hasattr(s.duration, "total_seconds") else s.duration] for s in bag.dagbag_stats],
+            "connects": attempts,
+            "dags": dags,
+        },
+        default=str,
+    )
+)

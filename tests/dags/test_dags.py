@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.jobs import WRITERS_POOL
-from lakehouse.settings import PROJECT_ROOT
+from lakehouse.settings import PROJECT_ROOT, WRITERS_POOL
 
 HERE = Path(__file__).parent
 
@@ -20,9 +19,7 @@ HERE = Path(__file__).parent
 @pytest.fixture(scope="module")
 def described(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LAKEHOUSE_"))
-    } | {
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LAKEHOUSE_"))} | {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "orchestration"),

@@ -53,9 +53,7 @@ TAG_ONLY = {
 REQUIRED_REF = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*):\?[^}]+\}")
 ANY_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY$")
-IMAGE_REF = re.compile(
-    r"^(?P<name>[a-z0-9][a-z0-9._/-]*):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:@sha256:(?P<digest>[0-9a-f]{64}))?$"
-)
+IMAGE_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._/-]*):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:@sha256:(?P<digest>[0-9a-f]{64}))?$")
 FLOATING_TAGS = {"latest", "stable", "edge", "main", "master", "nightly", "dev"}
 
 
@@ -477,7 +475,7 @@ def test_data_lives_in_named_volumes(compose: dict, services: dict) -> None:
 
 
 def test_airflow_init_creates_the_writers_pool_the_dags_use(services: dict) -> None:
-    from lakehouse.jobs import WRITERS_POOL
+    from lakehouse.settings import WRITERS_POOL
 
     command = " ".join(services["airflow-init"]["command"])
     assert "airflow db migrate" in command and f"airflow pools set {WRITERS_POOL} 1 " in command

@@ -12,7 +12,8 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -21,10 +22,10 @@ from minio.error import S3Error
 from mlflow import MlflowClient
 
 from bronze import ingest
-from lakehouse import build as builder
 from lakehouse import delivery, delta, digest, landing, maintenance, quality, storage, tracking
-from lakehouse.conform import RunContext
+from lakehouse.runs import RunContext
 from lakehouse.tables import BUILDS, SILVER_FLIGHTS, TRAINING_SET, get
+from pipeline import build as builder
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +151,7 @@ def test_one_changed_value_changes_the_digest_and_the_earlier_build_still_loads(
 
 def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, spark):
     short = dataclasses.replace(lake, retention_days=0.0)  # everything unpinned may go
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     reports = {r.table: r for r in maintenance.run(spark, short, now)}
     flights = reports[SILVER_FLIGHTS.name]
     assert flights.bytes_after < flights.bytes_before  # the correction's MERGE left files only old versions used
@@ -168,13 +169,13 @@ def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, s
     assert through_spark.count() == len(STATE["first_rows"])
 
     # the next run with the configured retention puts it back, and still spares the builds
-    again = {r.table: r for r in maintenance.run(spark, lake, datetime.now(timezone.utc).replace(tzinfo=None))}
+    again = {r.table: r for r in maintenance.run(spark, lake, datetime.now(UTC).replace(tzinfo=None))}
     assert again[SILVER_FLIGHTS.name].retain_hours == lake.retention_days * 24
     assert again[TRAINING_SET.name].retain_hours > lake.retention_days * 24 and again[TRAINING_SET.name].kept_for
     assert again[SILVER_FLIGHTS.name].bytes_after == flights.bytes_after  # nothing left to remove
     # and a run right after finds nothing written since: it leaves every table (and its version) alone
     versions = {t: delta.latest_version(spark, get(t).location(lake)) for t in again}
-    third = maintenance.run(spark, lake, datetime.now(timezone.utc).replace(tzinfo=None))
+    third = maintenance.run(spark, lake, datetime.now(UTC).replace(tzinfo=None))
     assert all(r.skipped for r in third) and {t: delta.latest_version(spark, get(t).location(lake)) for t in again} == versions
 
 
@@ -256,7 +257,7 @@ def test_a_failed_build_is_a_failed_run_and_manifest_row_with_its_report(lake, s
     run = _client(lake).get_run(failed["mlflow_run_id"])
     assert run.info.status == "FAILED" and "min_rows" in run.data.tags["error"]
     report = _client(lake).download_artifacts(failed["mlflow_run_id"], f"gates/gold.training_set.{Q}.json", dst_path=str(lake.home / "dl"))
-    assert json.loads(open(report).read())["success"] is False
+    assert json.loads(Path(report).read_text())["success"] is False
     assert delivery.resolve(lake, Q)["build_id"] == STATE["corrected"].build_id  # a failed build is never "latest"
     with pytest.raises(delivery.BuildNotFound, match="FAILED"):
         delivery.resolve(lake, Q, failed["build_id"])

@@ -22,11 +22,11 @@ from nbclient import NotebookClient
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import build as builder
 from lakehouse import delta, landing, storage
-from lakehouse.conform import RunContext
+from lakehouse.runs import RunContext
 from lakehouse.settings import BUCKETS, PROJECT_ROOT
 from lakehouse.tables import ALL_TABLES, BUILDS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
+from pipeline import build as builder
 
 pytestmark = pytest.mark.integration
 
@@ -128,11 +128,7 @@ def lake(module_lake, spark, quality_config):
 def _snapshot(settings) -> dict[str, str]:
     """Every object in every bucket with its ETag (as admin)."""
     s3 = storage.client(settings, "admin")
-    return {
-        f"{settings.bucket(b)}/{o.object_name}": o.etag
-        for b in BUCKETS
-        for o in s3.list_objects(settings.bucket(b), recursive=True)
-    }
+    return {f"{settings.bucket(b)}/{o.object_name}": o.etag for b in BUCKETS for o in s3.list_objects(settings.bucket(b), recursive=True)}
 
 
 def _kernel_env(lake_env: dict[str, str]) -> dict[str, str]:
@@ -149,9 +145,7 @@ def executed(lake, lake_env, tmp_path_factory) -> dict[str, nbformat.NotebookNod
     found = {}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(
-            nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
-        )
+        client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
         client.execute(env=_kernel_env(lake_env))
         nbformat.write(nb, out / path.name)  # kept for a look after a failure
         found[path.name] = nb
@@ -307,8 +301,7 @@ def test_training_set_loads_the_latest_build_per_quarter_and_plots_labels_and_fe
 
     training = delta.read(spark, TRAINING_SET.location(lake))
     expected = {
-        r["quarter"]: (r["rows"], r["late"])
-        for r in training.groupBy("quarter").agg(F.count("*").alias("rows"), F.sum(F.col("is_late").cast("int")).alias("late")).collect()
+        r["quarter"]: (r["rows"], r["late"]) for r in training.groupBy("quarter").agg(F.count("*").alias("rows"), F.sum(F.col("is_late").cast("int")).alias("late")).collect()
     }
     shown = {r["quarter"]: (int(r["rows"]), int(r["late"])) for r in _table(nb, "label-balance")}
     assert shown == expected and set(shown) == {"2013Q1", "2013Q2"}

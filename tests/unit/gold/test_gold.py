@@ -45,7 +45,11 @@ def test_route_daily_counts_eligible_flights_only(spark):
 
 def _build_df(spark, rows, weather=None, quarter="2013Q2", start=D(2013, 4, 1), end=D(2013, 7, 1)):
     df = flights(spark, rows)
-    wx = weather if weather is not None else spark.createDataFrame([], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
+    wx = (
+        weather
+        if weather is not None
+        else spark.createDataFrame([], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
+    )
     return training_set.build_training_set(df, route_daily.build_route_daily(df), airport_daily.build_airport_daily(df), wx, {quarter: (start, end)})
 
 

@@ -2,7 +2,7 @@ import gzip
 
 from lakehouse.landing import gzip_bytes, nyc_monthly_extracts, sample, split_csv_by_month
 
-CSV = "year,month,day,name\n2013,1,1,a\n2013,2,1,\"b, c\"\n2013,1,31,d\n2014,1,1,e\n"
+CSV = 'year,month,day,name\n2013,1,1,a\n2013,2,1,"b, c"\n2013,1,31,d\n2014,1,1,e\n'
 
 
 def test_split_by_month_keeps_each_line_as_it_was():

@@ -24,4 +24,3 @@ def test_consecutive_quarters_share_one_backfill_and_gaps_split_them():
         (date(2013, 10, 1), date(2013, 10, 1)),
     ]
     assert quarter_ranges(["2012Q4", "2013Q1"]) == [(date(2012, 10, 1), date(2013, 1, 1))]
-

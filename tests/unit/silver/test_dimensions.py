@@ -2,11 +2,10 @@ import datetime as dt
 
 from pyspark.sql import functions as F
 
-from lakehouse import conform
-from lakehouse.rules import assign_fates, latest_deliveries, mark_superseded
-from silver import airports, weather_hourly
+from silver import airports, conform, weather_hourly
 from silver.carriers import prepare_airlines
 from silver.planes import prepare_planes
+from silver.rules import assign_fates, latest_deliveries, mark_superseded
 from tests.unit.bronze_rows import bronze_rows, prepared
 
 WX = {
@@ -40,7 +39,9 @@ def test_weather_keeps_the_earliest_utc_reading_of_a_repeated_local_hour(spark, 
 
 
 def test_weather_quarantines_an_impossible_wind_speed(spark, quality_config):
-    [row] = prepared(spark, weather_hourly.prepare_weather, "bronze.nyc_weather", [{**WX, "wind_speed": "1048.36058"}], quality_config["rules"]["weather_hourly"], obj="nyc/weather/2013-11.csv").collect()
+    [row] = prepared(
+        spark, weather_hourly.prepare_weather, "bronze.nyc_weather", [{**WX, "wind_speed": "1048.36058"}], quality_config["rules"]["weather_hourly"], obj="nyc/weather/2013-11.csv"
+    ).collect()
     assert row._failed_rules == ["wind_speed_out_of_range"]
 
 
@@ -78,7 +79,11 @@ def test_planes_and_carriers(spark):
     assert (plane.tailnum, plane.year_built, plane.seats, plane.speed_mph, plane._failed_rules) == ("N10156", 2004, 55, None, [])
     [bad] = prepared(spark, prepare_planes, "bronze.nyc_planes", [{"tailnum": "N1", "seats": "lots"}], {}).collect()
     assert bad._failed_rules == ["unparseable_number"]
-    rows = prepared(spark, prepare_airlines, "bronze.nyc_airlines", [{"carrier": "9E", "name": "Endeavor Air Inc."}, {"carrier": "NA", "name": "?"}], {}).orderBy("_row_number").collect()
+    rows = (
+        prepared(spark, prepare_airlines, "bronze.nyc_airlines", [{"carrier": "9E", "name": "Endeavor Air Inc."}, {"carrier": "NA", "name": "?"}], {})
+        .orderBy("_row_number")
+        .collect()
+    )
     assert [(r.carrier_code, r._failed_rules) for r in rows] == [("9E", []), (None, ["null_key"])]
 
 

@@ -5,8 +5,8 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from lakehouse import conform, quality
-from silver import airports, carriers, flights, planes, weather_hourly
+from lakehouse import quality
+from silver import airports, carriers, conform, flights, planes, weather_hourly
 from tests.unit.gold.test_gold import flights as silver_flights
 
 D = dt.date

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import reduce
 from typing import Any
 
@@ -29,24 +28,14 @@ from pyspark.sql import functions as F
 
 from lakehouse import delta, quality
 from lakehouse.quarters import object_month
-from lakehouse.rules import FATES, assign_fates, mark_superseded
+from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import INGEST_LOG, PROGRESS, QUARANTINE, REGISTRY, Table
+from silver.rules import FATES, assign_fates, mark_superseded
 
 log = logging.getLogger(__name__)
 
 _LINEAGE = ("_ingest_run_id", "_source_object")
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every step of one run shares: its id, its start time (the only clock), the config."""
-
-    run_id: str
-    started_at: datetime
-    config: Mapping[str, Any]
-    replay: bool = False
-    gates: list = field(default_factory=list)  # every GateResult of the run, in order
 
 
 @dataclass(frozen=True)
@@ -60,7 +49,7 @@ class SilverSpec:
     checks: Callable[[Mapping[str, Any], int], list[quality.Check]]
     gate_frame: Callable[[SparkSession, Settings, DataFrame], DataFrame] | None = None
     snapshot: bool = False  # sources deliver whole snapshots: conform the latest one of each
-    combine: Callable[[DataFrame, "SilverSpec"], DataFrame] | None = None  # fold rows sharing a key
+    combine: Callable[[DataFrame, SilverSpec], DataFrame] | None = None  # fold rows sharing a key
     replace_deliveries: bool = False  # a re-delivered object replaces its previous rows
 
     @property
@@ -109,19 +98,11 @@ _BRONZE_RAW = (
 )  # fmt: skip
 
 
-def current(spark: SparkSession, settings: Settings, table: Table, version: int | None = None) -> DataFrame:
-    """A table's rows (as of `version`, else the latest), or an empty frame of its schema when it does not exist yet."""
-    location = table.location(settings)
-    if delta.exists(spark, location):
-        return delta.read(spark, location, version)
-    return spark.createDataFrame([], table.schema)
-
-
 # ---------------------------------------------------------------- inputs
 
 
 def _progress(spark: SparkSession, settings: Settings, consumer: str) -> dict[str, int]:
-    rows = current(spark, settings, PROGRESS).where(F.col("consumer") == consumer).collect()
+    rows = delta.current(spark, settings, PROGRESS).where(F.col("consumer") == consumer).collect()
     return {r["source_table"]: int(r["last_version"]) for r in rows}
 
 
@@ -145,7 +126,7 @@ def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) ->
     same time.
     """
     return (
-        current(spark, settings, INGEST_LOG)
+        delta.current(spark, settings, INGEST_LOG)
         .where((F.col("feed") == bronze.name) & F.col("status").isin("committed", "recovered"))
         .groupBy(F.col("object_key").alias("_source_object"))
         .agg(F.max_by("etag", F.struct("bronze_version", "logged_at")).alias("_latest_etag"))
@@ -155,12 +136,12 @@ def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) ->
 def logged_rows(spark: SparkSession, settings: Settings, bronze: Table, after: int, upto: int) -> int:
     """Rows that ingest logged as appended to a bronze table in versions (after, upto] (no re-read of bronze)."""
     total = (
-        current(spark, settings, INGEST_LOG)
+        delta.current(spark, settings, INGEST_LOG)
         .where((F.col("feed") == bronze.name) & F.col("status").isin("committed", "recovered"))
         .where((F.col("bronze_version") > after) & (F.col("bronze_version") <= upto))
         .agg(F.sum("rows"))
-        .first()[0]
     )
+    total = delta.first(total)[0]
     return int(total or 0)
 
 
@@ -188,17 +169,13 @@ def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tup
             if name not in inputs and name in versions:
                 latest = latest_deliveries(spark, settings, REGISTRY[name])
                 bronze = delta.read(spark, REGISTRY[name].location(settings), versions[name])
-                inputs[name] = bronze.join(
-                    F.broadcast(latest.withColumnRenamed("_latest_etag", "_source_etag")), ["_source_object", "_source_etag"]
-                ).select(*bronze.columns)
+                inputs[name] = bronze.join(F.broadcast(latest.withColumnRenamed("_latest_etag", "_source_etag")), ["_source_object", "_source_etag"]).select(*bronze.columns)
     return inputs, versions, expected
 
 
 def replay_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec, rules: Sequence[str] | None = None) -> dict[str, DataFrame]:
     """The unresolved quarantined rows of a table, rebuilt as bronze rows of their bronze tables."""
-    quarantined = current(spark, settings, QUARANTINE).where(
-        (F.col("table_name") == spec.table.name) & F.col("resolved_at").isNull()
-    )
+    quarantined = delta.current(spark, settings, QUARANTINE).where((F.col("table_name") == spec.table.name) & F.col("resolved_at").isNull())
     if rules:
         quarantined = quarantined.where(F.col("rule_id").isin(*rules))
     inputs = {}
@@ -230,9 +207,11 @@ def prepare(spark: SparkSession, settings: Settings, spec: SilverSpec, inputs: M
 def combine_rows(fated: DataFrame, spec: SilverSpec) -> DataFrame:
     """Fill each kept row's missing values from the other live rows of its key, in preference order."""
     live = F.col("_fate").isin("staged", "duplicate", "conflict")
-    window = Window.partitionBy(F.when(live, F.lit(1)), *spec.table.keys).orderBy(
-        F.col("_fate") != "staged", F.col("_ingested_at").desc(), *spec.prefer()
-    ).rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    window = (
+        Window.partitionBy(F.when(live, F.lit(1)), *spec.table.keys)
+        .orderBy(F.col("_fate") != "staged", F.col("_ingested_at").desc(), *spec.prefer())
+        .rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    )
     filled = fated
     for column in spec.data_columns:
         if column in spec.table.keys:
@@ -313,9 +292,7 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
             prune[column] = sorted(set(prune[column]) | set(months))
         listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
         delete_scope = f"t._source_object IN ({listed})" if objects else None
-    version, metrics = delta.merge_upsert(
-        spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, user_metadata=ctx.run_id
-    )
+    version, metrics = delta.merge_upsert(spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, user_metadata=ctx.run_id)
     return version, {k: int(metrics.get(k, 0)) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
 
 
@@ -331,9 +308,7 @@ def bronze_to_silver_checks(spec: SilverSpec, input_rows: int, cfg: Mapping[str,
         quality.Check("fates:known", "ExpectColumnValuesToBeInSet", {"column": "_fate", "value_set": [*FATES, "merged"]}),
     ]
     if not replay:
-        checks.append(
-            quality.Check("share:quarantined", "ExpectColumnValuesToNotBeInSet", {"column": "_fate", "value_set": ["quarantined"], "mostly": 1 - max_share})
-        )
+        checks.append(quality.Check("share:quarantined", "ExpectColumnValuesToNotBeInSet", {"column": "_fate", "value_set": ["quarantined"], "mostly": 1 - max_share}))
     return checks
 
 
@@ -342,7 +317,7 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
     t0 = time.monotonic()
     result = TableResult(spec.table.name)
     if ctx.replay:
-        inputs, versions, expected = replay_inputs(spark, settings, spec, rules), {}, {}
+        inputs, versions, expected = replay_inputs(spark, settings, spec, rules), dict[str, int](), dict[str, int]()
     else:
         inputs, versions, expected = new_inputs(spark, settings, spec)
     if not inputs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lakehouse.build import _build_id
+from pipeline.record import _build_id
 
 
 def test_a_run_that_builds_again_gets_a_new_build_id_and_a_retried_record_finds_its_row():

@@ -3,7 +3,7 @@ from datetime import datetime
 from pyspark.sql import functions as F
 
 from lakehouse.quarters import extract_month, object_month
-from lakehouse.rules import Rule, assign_fates, check, latest_deliveries, mark_superseded
+from silver.rules import Rule, assign_fates, check, latest_deliveries, mark_superseded
 
 
 def test_check_lists_every_failed_rule_in_order(spark):
@@ -20,9 +20,7 @@ def test_extract_month_reads_monthly_object_names_only(spark):
 
 
 def _rows(spark, rows):
-    return spark.createDataFrame(
-        rows, "k string, v int, _source_object string, _source_etag string, _ingested_at timestamp, _row_number long, _failed_rules array<string>"
-    )
+    return spark.createDataFrame(rows, "k string, v int, _source_object string, _source_etag string, _ingested_at timestamp, _row_number long, _failed_rules array<string>")
 
 
 T1, T2 = datetime(2026, 1, 1), datetime(2026, 2, 1)

@@ -1,9 +1,10 @@
-"""The steps an orchestrator runs: one call per Airflow task, keyed on the data interval.
+"""The pipeline steps both front ends call: ingest, build (silver, gold, record), replay, maintain.
 
-Each step builds its own Settings and SparkSession (an Airflow task is a process of its own), is
-safe to repeat (the library's writes are idempotent), and returns a small JSON-able summary that
-the next step receives through XCom. Nothing here knows about Airflow: the DAG files in
-`orchestration/` only wire these calls, and the same steps run from a shell.
+The CLI loops them, each Airflow task calls one (keyed on its data interval). Each step builds its
+own SparkSession only when it has work (an Airflow task is a process of its own), is safe to
+repeat (the layer jobs' writes are idempotent), and returns a report; the `*_task` wrappers turn
+it into the small JSON-able summary a DAG passes through XCom. Nothing here knows about Airflow or
+the terminal: the DAG files in `orchestration/` and the CLI in `cli/` only wire these calls.
 
 The lakehouse run id of an orchestrated run is derived from the orchestrator's run id, so every
 retry of a task of one run stages, records and names its build the same way.
@@ -14,21 +15,33 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
-from datetime import date, datetime, timezone
-from typing import Any
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
-from lakehouse import faults, quarters, storage
+from lakehouse import faults, inspect, quality, quarters, storage
+from lakehouse.runs import RunContext
 from lakehouse.settings import Settings, load_settings
 from lakehouse.tables import BRONZE_TABLES, INGEST_LOG
+
+if TYPE_CHECKING:
+    from bronze.ingest import FeedReport, IngestReport
+    from gold.quarter_build import GoldResult
+    from lakehouse.maintenance import TableMaintenance
+    from pipeline.build import BuildReport
+    from silver.conform import TableResult
 
 log = logging.getLogger(__name__)
 
 #: Monthly flight feeds: a quarter is complete when all three of its months were ingested.
 FLIGHT_FEEDS = ("bronze.bts_flights", "bronze.nyc_flights")
 
-#: The Airflow pool that serialises every writer: Delta on S3 allows one writer per table at a time.
-WRITERS_POOL = "lakehouse_writers"
+
+def new_run_id(kind: str, started: datetime) -> str:
+    """A sortable, unique run id for a run started here, such as ingest-20261125T101500Z-3fa2c1."""
+    return f"{kind}-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def run_id_for(kind: str, orchestrator_run_id: str) -> str:
@@ -43,8 +56,8 @@ def month_of(interval_start: date) -> str:
 
 def _naive_utc(moment: datetime | None) -> datetime:
     """UTC without a zone (the lakehouse's clock); now when None: a step's start is its only clock."""
-    moment = moment or datetime.now(timezone.utc)
-    return moment.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0) if moment.tzinfo else moment.replace(microsecond=0)
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0) if moment.tzinfo else moment.replace(microsecond=0)
 
 
 # ---------------------------------------------------------------- readiness (no Spark)
@@ -65,8 +78,6 @@ def extracts_landed(month: str, settings: Settings | None = None) -> list[str]:
 
 def months_ingested(settings: Settings | None = None) -> list[str]:
     """Months whose flight extracts bronze holds (read from the ingest log with delta-rs, no JVM)."""
-    from lakehouse import inspect
-
     settings = settings or load_settings()
     dt = inspect.open_table(settings, INGEST_LOG, "transform")
     if dt is None:
@@ -84,24 +95,37 @@ def quarter_ingested(quarter: str, settings: Settings | None = None) -> bool:
 # ---------------------------------------------------------------- steps (Spark)
 
 
-def ingest_month(month: str, run_id: str, started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """Ingest the month's extracts and any new snapshots into bronze, exactly once."""
-    from bronze import ingest
+def ingest(
+    run_id: str,
+    started_at: datetime | None = None,
+    feeds: list[str] | None = None,
+    months: list[str] | None = None,
+    settings: Settings | None = None,
+    on_feed: Callable[[FeedReport], None] | None = None,
+    on_spark: Callable[[float], None] | None = None,
+) -> IngestReport:
+    """Ingest new landing objects (of `feeds`, of `months` and any new snapshots when given) into bronze, exactly once."""
+    from bronze import ingest as bronze_ingest
     from lakehouse.spark import build_session
 
     settings = settings or load_settings()
+    t0 = time.monotonic()
     spark = build_session(settings, ["ingest"], app_name=f"lakehouse-{run_id}")
-    report = ingest.run(spark, settings, run_id, _naive_utc(started_at), months=[month])
-    summary = {"run_id": run_id, "month": month, "objects": report.objects, "rows": report.rows, "feeds": [dataclasses.asdict(f) for f in report.feeds]}
-    log.info("ingested %s: %d objects, %d rows", month, report.objects, report.rows)
-    return summary
+    if on_spark is not None:
+        on_spark(time.monotonic() - t0)
+    report = bronze_ingest.run(spark, settings, run_id, _naive_utc(started_at), feeds, on_feed=on_feed, months=months)
+    log.info("ingested %s: %d objects, %d rows", ", ".join(months or ["every month"]), report.objects, report.rows)
+    return report
 
 
-def _context(settings: Settings, run_id: str, started_at: datetime | None):
-    from lakehouse import quality
-    from lakehouse.conform import RunContext
+def ingest_task(month: str, run_id: str, started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The monthly DAG's ingest task: `ingest` of the month's extracts; a JSON summary."""
+    report = ingest(run_id, started_at, months=[month], settings=settings)
+    return {"run_id": run_id, "month": month, "objects": report.objects, "rows": report.rows, "feeds": [dataclasses.asdict(f) for f in report.feeds]}
 
-    return RunContext(run_id, _naive_utc(started_at), quality.load_config(settings))
+
+def _context(settings: Settings, run_id: str, started_at: datetime | None, replay: bool = False) -> RunContext:
+    return RunContext(run_id, _naive_utc(started_at), quality.load_config(settings), replay=replay)
 
 
 def quarters_to_build(quarter: str, settings: Settings | None = None) -> list[str]:
@@ -120,48 +144,47 @@ def build_step(
     started_at: datetime | None = None,
     force: bool | list[str] = False,
     settings: Settings | None = None,
-    on_silver=None,
-    on_gold=None,
+    on_silver: Callable[[TableResult], None] | None = None,
+    on_gold: Callable[[GoldResult], None] | None = None,
     own: list[str] | None = None,
     record_errors: bool = True,
-):
+) -> BuildReport:
     """Silver for the new bronze rows, then gold for the stale wanted quarters in one pass, each build recorded.
 
     The one build step: `lakehouse build` calls it once for the quarters asked for, the DAG's build
     task once per run. When no bronze row is new and every wanted quarter is up to date (decided
     from the Delta logs and the manifest with delta-rs), it returns without starting Spark.
-    `own` and `record_errors` are `lakehouse.build.build`'s: which quarters' failures fail the step,
+    `own` and `record_errors` are `pipeline.build.build`'s: which quarters' failures fail the step,
     and whether errors other than a gate's are recorded here or by the caller. Returns the
     BuildReport (`dataclasses.asdict` makes it JSON for XCom).
     """
-    import time
-
-    from lakehouse import build
-    from lakehouse.build import BuildReport
-    from lakehouse.conform import TableResult
     from lakehouse.spark import build_session
+    from pipeline import staleness
+    from pipeline.build import BuildReport, build
+    from silver.conform import TableResult
+    from silver.layer import SILVER_JOBS
 
     settings = settings or load_settings()
     faults.checkpoint(settings, "silver.start")
     ctx = _context(settings, run_id, started_at)
-    code = build.code_version(settings)
+    code = staleness.code_version(settings)
     forced = list(wanted) if force is True else list(force or [])
-    pending = build.silver_pending(settings)
-    _, stale, skipped = build.plan_gold(settings, wanted, code, ctx.config, forced)
+    pending = staleness.silver_pending(settings)
+    _, stale, skipped = staleness.plan_gold(settings, wanted, code, ctx.config, forced)
     if not pending and not stale:
         log.info("nothing to build: no new bronze rows, %s up to date", ", ".join(f"{q} ({r.skipped_as})" for q, r in sorted(skipped.items())))
-        report = BuildReport(run_id, silver=[TableResult(job.SPEC.table.name, skipped=True) for job in build.SILVER_JOBS], gold=[skipped[q] for q in sorted(skipped)])
-        for result in report.silver:
+        report = BuildReport(run_id, silver=[TableResult(job.SPEC.table.name, skipped=True) for job in SILVER_JOBS], gold=[skipped[q] for q in sorted(skipped)])
+        for table_result in report.silver:
             if on_silver is not None:
-                on_silver(result)
-        for result in report.gold:
+                on_silver(table_result)
+        for gold_result in report.gold:
             if on_gold is not None:
-                on_gold(result)
+                on_gold(gold_result)
         return report
     t0 = time.monotonic()
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
     spark_s = time.monotonic() - t0
-    report = build.build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
+    report = build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
     report.seconds = {"spark start": spark_s, **report.seconds}
     for r in report.silver:
         log.info("%s: %s", r.table, "no new rows" if r.skipped else f"{r.input_rows} in, fates {r.fates}, v{r.version}")
@@ -170,15 +193,13 @@ def build_step(
     return report
 
 
-def build_quarter(quarter: str, run_id: str, force: bool = False, settings: Settings | None = None) -> dict[str, Any]:
+def build_task(quarter: str, run_id: str, force: bool = False, settings: Settings | None = None) -> dict[str, Any]:
     """The DAG's build task: `build_step` for the run's quarter and the earlier stale ones; a JSON summary."""
     settings = settings or load_settings()
     # the run answers for its own quarter: an earlier quarter blocked by its gates is recorded as a
     # FAILED build and reported, but does not fail this run; a crash is left to the retries, and the
     # failure callback records the final one
-    report = build_step(
-        quarters_to_build(quarter, settings), run_id, force=[quarter] if force else [], settings=settings, own=[quarter], record_errors=False
-    )
+    report = build_step(quarters_to_build(quarter, settings), run_id, force=[quarter] if force else [], settings=settings, own=[quarter], record_errors=False)
     return {
         "run_id": report.run_id, "seconds": report.seconds,
         "silver": [{"table": r.table, "input_rows": r.input_rows, "fates": r.fates, "version": r.version, "skipped": r.skipped} for r in report.silver],
@@ -191,22 +212,53 @@ def build_quarter(quarter: str, run_id: str, force: bool = False, settings: Sett
 
 def record_failure(quarter: str, run_id: str, step: str, error: BaseException | None, started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """Record a build that failed in `step`: a FAILED manifest row and MLflow run, with the failing gate's report."""
-    from lakehouse import build, quality
     from lakehouse.spark import build_session
+    from pipeline import staleness
+    from pipeline.record import record
 
     settings = settings or load_settings()
     error = error if error is not None else RuntimeError(f"{step} failed")
-    gates = build.gate_refs([error.result]) if isinstance(error, quality.GateFailed) else []
+    gates = quality.gate_refs([error.result]) if isinstance(error, quality.GateFailed) else []
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-failure")
     ctx = _context(settings, run_id, started_at)
     wrapped = RuntimeError(f"step {step}: {type(error).__name__}: {error}")
-    row = build.record(spark, settings, ctx, quarter, build.code_version(settings), _naive_utc(None), [], None, gates, wrapped)
+    row = record(spark, settings, ctx, quarter, staleness.code_version(settings), _naive_utc(None), [], None, gates, wrapped)
     log.error("build %s of %s FAILED in %s: %s (MLflow run %s)", row["build_id"], quarter, step, error, row["mlflow_run_id"])
     return {"build_id": row["build_id"], "mlflow_run_id": row["mlflow_run_id"]}
 
 
-def maintain(run_type: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """OPTIMIZE and VACUUM the tables written since their last maintenance, keeping what recorded builds need.
+def replay(
+    run_id: str,
+    started_at: datetime | None = None,
+    tables: list[str] | None = None,
+    rules: list[str] | None = None,
+    settings: Settings | None = None,
+) -> list[TableResult]:
+    """Re-check the quarantined rows of `tables` (all when None) against the current rules; publish the ones that now pass."""
+    from lakehouse.spark import build_session
+    from silver.conform import run_table
+    from silver.layer import SILVER_JOBS
+
+    settings = settings or load_settings()
+    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
+    ctx = _context(settings, run_id, started_at, replay=True)
+    return [run_table(spark, settings, job.SPEC, ctx, rules) for job in SILVER_JOBS if not tables or job.SPEC.table.name in tables]
+
+
+def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintenance], None] | None = None) -> list[TableMaintenance]:
+    """OPTIMIZE and VACUUM the tables written since their last maintenance, keeping what recorded builds need."""
+    from lakehouse import maintenance
+    from lakehouse.spark import build_session
+
+    settings = settings or load_settings()
+    spark = build_session(settings, maintenance.ROLES, app_name="lakehouse-maintain")
+    reports = maintenance.run(spark, settings, _naive_utc(None), on_table=on_table)
+    log.info("maintained %d tables, %d bytes saved", len(reports), sum(r.bytes_before - r.bytes_after for r in reports))
+    return reports
+
+
+def maintain_task(run_type: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The build DAG's maintenance task: `maintain`, except in a backfill's runs; a JSON summary.
 
     A backfill's runs skip it (`run_type` "backfill"): one maintenance per quarter of a backfill
     would compact the same tables again and again; `lakehouse maintain` or the next scheduled run
@@ -215,12 +267,6 @@ def maintain(run_type: str | None = None, settings: Settings | None = None) -> d
     if run_type == "backfill":
         log.info("backfill run: maintenance left to `lakehouse maintain` or the next scheduled run")
         return {"tables": 0, "bytes_saved": 0, "kept_for": [], "skipped": "backfill"}
-    from lakehouse import maintenance
-    from lakehouse.spark import build_session
-
-    settings = settings or load_settings()
-    spark = build_session(settings, maintenance.ROLES, app_name="lakehouse-maintain")
-    reports = maintenance.run(spark, settings, _naive_utc(None))
+    reports = maintain(settings)
     saved = sum(r.bytes_before - r.bytes_after for r in reports)
-    log.info("maintained %d tables, %d bytes saved", len(reports), saved)
     return {"tables": len(reports), "bytes_saved": saved, "kept_for": sorted({k for r in reports for k in r.kept_for})}

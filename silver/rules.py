@@ -58,9 +58,11 @@ def mark_superseded(df: DataFrame, latest: DataFrame) -> DataFrame:
 
     `latest` maps `_source_object` to the `_latest_etag` of its newest delivery.
     """
-    return df.join(F.broadcast(latest), "_source_object", "left").withColumn(
-        "_superseded", F.coalesce(F.col("_source_etag") != F.col("_latest_etag"), F.lit(False))
-    ).drop("_latest_etag")
+    return (
+        df.join(F.broadcast(latest), "_source_object", "left")
+        .withColumn("_superseded", F.coalesce(F.col("_source_etag") != F.col("_latest_etag"), F.lit(False)))
+        .drop("_latest_etag")
+    )
 
 
 def latest_deliveries(df: DataFrame) -> DataFrame:
@@ -77,9 +79,7 @@ def assign_fates(df: DataFrame, keys: Sequence[str], data_columns: Sequence[str]
     live = ~F.col("_superseded") & (F.size("_failed_rules") == 0)
     fingerprint = F.xxhash64(*[F.col(c) for c in data_columns])
     by_key = Window.partitionBy(F.when(live, F.lit(1)), *keys).orderBy(*prefer)
-    ranked = df.withColumn("_rank", F.when(live, F.row_number().over(by_key))).withColumn(
-        "_same_as_kept", F.when(live, fingerprint == F.first(fingerprint).over(by_key))
-    )
+    ranked = df.withColumn("_rank", F.when(live, F.row_number().over(by_key))).withColumn("_same_as_kept", F.when(live, fingerprint == F.first(fingerprint).over(by_key)))
     fate = (
         F.when(F.col("_superseded"), F.lit("superseded"))
         .when(F.size("_failed_rules") > 0, F.lit("quarantined"))

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from gold.quarter_build import months_read
 from lakehouse import delta
-from lakehouse.build import months_read, stale_because
+from pipeline.staleness import stale_because
 
 
 def _add(month: str | None = None, data_change: bool = True, low: str | None = None, high: str | None = None) -> dict:

@@ -1,0 +1,86 @@
+"""`lakehouse tables`, `history`, `export`, `builds`: reading what the lakehouse holds, without Spark."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.render import err, summary
+from lakehouse import delivery, inspect, tables
+from lakehouse.settings import Settings, load_settings
+
+
+def list_tables(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """Every registered table that exists, with its Delta version and row count."""
+    found = inspect.overview(load_settings())
+    if as_json:
+        print(json.dumps(found))
+        return
+    summary("tables", ["name", "layer", "version", "rows", "location"], [[t["name"], t["layer"], t["version"], t["rows"], t["location"]] for t in found])
+
+
+def history(
+    table: Annotated[str, typer.Argument(help="Registered table name, e.g. bronze.bts_flights.")],
+    limit: Annotated[int, typer.Option(help="Newest commits to show.")] = 20,
+) -> None:
+    """A table's Delta history."""
+    commits = inspect.history(load_settings(), tables.get(table), limit)
+    summary(
+        table,
+        ["version", "timestamp", "operation", "user metadata", "metrics"],
+        [[c["version"], c["timestamp"], c["operation"], c["user_metadata"] or "", c["metrics"][:80]] for c in commits],
+    )
+
+
+def export(
+    table: Annotated[Optional[str], typer.Argument(help="Registered table name (or use --quarter for a training set).")] = None,
+    to: Annotated[Path, typer.Option("--to", help="Local Parquet file to write.")] = Path("export.parquet"),
+    version: Annotated[Optional[int], typer.Option(help="Delta version of TABLE (default: latest).")] = None,
+    quarter: Annotated[Optional[str], typer.Option(help="Export the training set of this quarter, as a recorded build wrote it.")] = None,
+    build: Annotated[str, typer.Option(help="With --quarter: a build id, or latest.")] = "latest",
+) -> None:
+    """Write a table (as of a version), or a recorded training set (digest verified), to one local Parquet file."""
+    import pyarrow.parquet as pq
+
+    settings = load_settings()
+    t0 = time.monotonic()
+    if quarter:
+        record = delivery.resolve(settings, quarter, build)
+        rows = delivery.read_arrow(settings, record)
+        to.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, to)
+        err.print(f"wrote {rows.num_rows:,} rows of {quarter} (build {record['build_id']}, digest {record['digest'][:16]}... verified) to {to} in {time.monotonic() - t0:.1f} s")
+        return
+    if not table:
+        raise typer.BadParameter("give a TABLE or --quarter")
+    rows = inspect.export(settings, tables.get(table), to, version)
+    err.print(f"wrote {rows:,} rows of {table}{'' if version is None else f' v{version}'} to {to} in {time.monotonic() - t0:.1f} s")
+
+
+def list_builds(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """Every recorded build, newest first (read as the ml role)."""
+    settings = load_settings()
+    found = delivery.builds(settings)
+    if as_json:
+        print(json.dumps(found, default=str))
+        return
+    summary(
+        "builds (newest first)",
+        ["build", "quarter", "status", "training rows", "digest", "training_set version", "code", "ended"],
+        [
+            [b["build_id"], b["quarter"], b["status"], b["row_counts"].get("gold.training_set", 0), (b["digest"] or "-")[:16],
+             b["tables_written"].get("gold.training_set", "-"), b["code_version"][:12], str(b["ended_at"])[:19]]
+            for b in found
+        ],
+    )  # fmt: skip
+    print_mlflow(settings)
+
+
+def print_mlflow(settings: Settings) -> None:
+    from lakehouse.tracking import EXPERIMENT
+
+    err.print(f"MLflow UI: {settings.mlflow_uri}/#/experiments (experiment {EXPERIMENT}: one run per build, its Delta inputs under Datasets)")

@@ -1,0 +1,62 @@
+"""Read-only views of the lake for the notebooks (`from lakehouse import notebook as nb`).
+
+Everything here reads through delta-rs, pyarrow and pandas (no JVM), each table as the least
+privileged role that can read it (`ml` for gold, `transform` for bronze and silver, see
+`storage.ROLE_GRANTS`), and MLflow through its client. Nothing here writes. Settings come from the
+environment (LAKEHOUSE_*), so the same notebooks run against the test stack, the native stack
+and docker-compose. One module per view:
+
+- `tables`: opening tables with the least privileged role; tables, layers and quarantine as frames;
+- `versions`: time travel, a table's history and the rows changed between two versions;
+- `builds`: the recorded builds and their MLflow runs, lineage;
+- `plots`: label balance and feature distributions of a training set.
+"""
+
+from __future__ import annotations
+
+from lakehouse.notebook.builds import builds_frame, experiment, latest_builds, lineage, runs_frame
+from lakehouse.notebook.plots import FEATURES, label_balance, plot_feature_distributions, plot_label_balance
+from lakehouse.notebook.tables import (
+    describe,
+    layer_counts,
+    open_dataset,
+    open_table,
+    quarantine_examples,
+    quarantine_frame,
+    reader_role,
+    settings,
+    setup_display,
+    table_frame,
+    table_rows,
+    tables_frame,
+)
+from lakehouse.notebook.versions import VersionDiff, comparison_versions, history_frame, recorded_versions, version_diff
+
+__all__ = [
+    "FEATURES",
+    "VersionDiff",
+    "builds_frame",
+    "comparison_versions",
+    "describe",
+    "experiment",
+    "history_frame",
+    "label_balance",
+    "latest_builds",
+    "layer_counts",
+    "lineage",
+    "open_dataset",
+    "open_table",
+    "plot_feature_distributions",
+    "plot_label_balance",
+    "quarantine_examples",
+    "quarantine_frame",
+    "reader_role",
+    "recorded_versions",
+    "runs_frame",
+    "settings",
+    "setup_display",
+    "table_frame",
+    "table_rows",
+    "tables_frame",
+    "version_diff",
+]
