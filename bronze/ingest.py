@@ -209,7 +209,7 @@ def settle(spark: SparkSession, settings: Settings, table: Table, pending: dict[
             else:
                 report.aborted_objects += 1
     if entries:
-        delta.append(_log_rows(spark, entries), INGEST_LOG.location(settings))
+        delta.insert(_log_rows(spark, entries), INGEST_LOG.location(settings))
 
 
 def ingest_feed(
@@ -242,7 +242,7 @@ def ingest_feed(
 
     delta.ensure_table(spark, settings, table)
     log_location = INGEST_LOG.location(settings)
-    delta.append(_log_rows(spark, [_entry(table, o, run_id, "pending", started_at) for o in todo]), log_location)
+    delta.insert(_log_rows(spark, [_entry(table, o, run_id, "pending", started_at) for o in todo]), log_location)
     faults.checkpoint(settings, "ingest.before_bronze_write")
     paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
     raw = spark.read.text(paths).select("value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object"))
@@ -250,10 +250,7 @@ def ingest_feed(
     version = delta.append(to_bronze(raw, etags, feed, run_id, started_at).select(*table.column_names), location, user_metadata=run_id)
     faults.checkpoint(settings, "ingest.after_bronze_write")
     counts = _counts(spark, location, version, run_id)
-    delta.append(
-        _log_rows(spark, [_entry(table, o, run_id, "committed", started_at, counts.get(o.key, (0, 0)), version) for o in todo]),
-        log_location,
-    )
+    delta.insert(_log_rows(spark, [_entry(table, o, run_id, "committed", started_at, counts.get(o.key, (0, 0)), version) for o in todo]), log_location)
     report.objects = len(todo)
     report.rows = sum(c[0] for c in counts.values())
     report.malformed = sum(c[1] for c in counts.values())

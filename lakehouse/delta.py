@@ -93,11 +93,16 @@ def last_operation_metrics(spark: SparkSession, location: str) -> tuple[int, Map
 
 def append(df: DataFrame, location: str, user_metadata: str | None = None) -> int:
     """Append rows in one commit; return the version written."""
+    insert(df, location, user_metadata)
+    return latest_version(df.sparkSession, location)
+
+
+def insert(df: DataFrame, location: str, user_metadata: str | None = None) -> None:
+    """Append rows in one commit, without looking up the version written (one Spark job fewer)."""
     writer = df.write.format("delta").mode("append")
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)
     writer.save(location)
-    return latest_version(df.sparkSession, location)
 
 
 def replace_where(df: DataFrame, location: str, predicate: str, user_metadata: str | None = None) -> int:

@@ -41,6 +41,40 @@ def open_table(settings: Settings, table: Table, role: str = "transform", versio
         return None
 
 
+def version(settings: Settings, table: Table, role: str = "transform") -> int | None:
+    """The table's latest Delta version, or None when it does not exist yet (read from the log, no JVM)."""
+    dt = open_table(settings, table, role)
+    return None if dt is None else int(dt.version())
+
+
+def progress(settings: Settings, role: str = "transform") -> dict[tuple[str, str], int]:
+    """(silver table, bronze table) -> the last bronze version that silver table processed (no JVM).
+
+    `silver._progress` is appended to, a row per bronze table read per run: the latest is the largest.
+    """
+    from lakehouse.tables import PROGRESS
+
+    dt = open_table(settings, PROGRESS, role)
+    if dt is None:
+        return {}
+    done: dict[tuple[str, str], int] = {}
+    for r in arrow_dataset(settings, dt, role).to_table(columns=["consumer", "source_table", "last_version"]).to_pylist():
+        key = (r["consumer"], r["source_table"])
+        done[key] = max(done.get(key, -1), int(r["last_version"]))
+    return done
+
+
+def ingested(settings: Settings, feed: str | None = None, role: str = "transform") -> list[dict[str, Any]]:
+    """The ingest log's rows of objects that reached bronze (committed or recovered), of one feed or all (no JVM)."""
+    from lakehouse.tables import INGEST_LOG
+
+    dt = open_table(settings, INGEST_LOG, role)
+    if dt is None:
+        return []
+    rows = arrow_dataset(settings, dt, role).to_table(columns=["feed", "object_key", "etag", "status", "rows", "bronze_version", "logged_at"]).to_pylist()
+    return [r for r in rows if r["status"] in ("committed", "recovered") and (feed is None or r["feed"] == feed)]
+
+
 def arrow_dataset(settings: Settings, dt: DeltaTable, role: str = "transform") -> ds.Dataset:
     """The snapshot's data files as a pyarrow dataset read through pyarrow's native S3 client.
 

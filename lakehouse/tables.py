@@ -374,7 +374,7 @@ PROGRESS = Table(
         Col("run_id", "STRING", False),
         Col("updated_at", "TIMESTAMP", False),
     ),
-    description="How far each silver table has read each bronze table's change feed",
+    description="How far each silver table has read each bronze table's change feed (appended per run: the largest last_version counts)",
     owner="transform",
     keys=("consumer", "source_table"),
 )

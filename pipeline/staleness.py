@@ -16,22 +16,16 @@ from typing import Any
 from gold.quarter_build import GoldResult, months_read
 from lakehouse import delivery, delta, inspect
 from lakehouse.settings import PROJECT_ROOT, Settings
-from lakehouse.tables import PROGRESS, REGISTRY, SILVER_FLIGHTS, SILVER_WEATHER, Table
+from lakehouse.tables import REGISTRY, SILVER_FLIGHTS, SILVER_WEATHER, Table
 from silver.layer import SILVER_JOBS
 
 
 def _progress_versions(settings: Settings) -> dict[tuple[str, str], int]:
-    """(silver consumer, bronze table) -> the last bronze version that silver table processed (delta-rs, no JVM)."""
-    dt = inspect.open_table(settings, PROGRESS, "transform")
-    if dt is None:
-        return {}
-    rows = inspect.arrow_dataset(settings, dt, "transform").to_table(columns=["consumer", "source_table", "last_version"]).to_pylist()
-    return {(r["consumer"], r["source_table"]): int(r["last_version"]) for r in rows}
+    return inspect.progress(settings)
 
 
 def _version(settings: Settings, table: Table) -> int | None:
-    dt = inspect.open_table(settings, table, "transform")
-    return None if dt is None else int(dt.version())
+    return inspect.version(settings, table)
 
 
 def read_versions(settings: Settings) -> dict[str, int]:

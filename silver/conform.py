@@ -26,11 +26,11 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakehouse import delta, quality
+from lakehouse import delta, inspect, quality
 from lakehouse.quarters import object_month
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
-from lakehouse.tables import INGEST_LOG, PROGRESS, QUARANTINE, REGISTRY, Table
+from lakehouse.tables import PROGRESS, QUARANTINE, REGISTRY, Table
 from silver.rules import FATES, assign_fates, mark_superseded
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,9 @@ _BRONZE_RAW = (
 # ---------------------------------------------------------------- inputs
 
 
-def _progress(spark: SparkSession, settings: Settings, consumer: str) -> dict[str, int]:
-    rows = delta.current(spark, settings, PROGRESS).where(F.col("consumer") == consumer).collect()
-    return {r["source_table"]: int(r["last_version"]) for r in rows}
+def _progress(settings: Settings, consumer: str) -> dict[str, int]:
+    """Bronze table -> the last version `consumer` processed (read with delta-rs: no Spark job)."""
+    return {source: version for (reader, source), version in inspect.progress(settings).items() if reader == consumer}
 
 
 def _changes(spark: SparkSession, location: str, after: int, upto: int) -> DataFrame:
@@ -119,30 +119,32 @@ def _changes(spark: SparkSession, location: str, after: int, upto: int) -> DataF
     )
 
 
-def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) -> DataFrame:
-    """`_source_object` -> `_latest_etag`: the newest ingested delivery of each of a feed's objects.
+def latest_etags(logged: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """object key -> etag of its newest ingested delivery, from a feed's ingest log rows.
 
     Newest by the bronze commit that brought it: versions only grow, where two ingests may log the
     same time.
     """
-    return (
-        delta.current(spark, settings, INGEST_LOG)
-        .where((F.col("feed") == bronze.name) & F.col("status").isin("committed", "recovered"))
-        .groupBy(F.col("object_key").alias("_source_object"))
-        .agg(F.max_by("etag", F.struct("bronze_version", "logged_at")).alias("_latest_etag"))
-    )
+    newest: dict[str, Mapping[str, Any]] = {}
+    for row in logged:
+        seen = newest.get(row["object_key"])
+        if seen is None or (row["bronze_version"] or -1, row["logged_at"]) > (seen["bronze_version"] or -1, seen["logged_at"]):
+            newest[row["object_key"]] = row
+    return {key: row["etag"] for key, row in newest.items()}
 
 
-def logged_rows(spark: SparkSession, settings: Settings, bronze: Table, after: int, upto: int) -> int:
-    """Rows that ingest logged as appended to a bronze table in versions (after, upto] (no re-read of bronze)."""
-    total = (
-        delta.current(spark, settings, INGEST_LOG)
-        .where((F.col("feed") == bronze.name) & F.col("status").isin("committed", "recovered"))
-        .where((F.col("bronze_version") > after) & (F.col("bronze_version") <= upto))
-        .agg(F.sum("rows"))
-    )
-    total = delta.first(total)[0]
-    return int(total or 0)
+def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) -> DataFrame:
+    """`_source_object` -> `_latest_etag`: the newest ingested delivery of each of a feed's objects.
+
+    Built from the ingest log read with delta-rs (a few hundred rows): a local relation, no scan job.
+    """
+    latest = sorted(latest_etags(inspect.ingested(settings, bronze.name)).items())
+    return spark.createDataFrame(latest, "_source_object STRING, _latest_etag STRING")
+
+
+def logged_rows(logged: Sequence[Mapping[str, Any]], after: int, upto: int) -> int:
+    """Rows that ingest logged as appended to a bronze table in versions (after, upto], from its ingest log rows (no re-read of bronze)."""
+    return sum(int(r["rows"] or 0) for r in logged if r["bronze_version"] is not None and after < r["bronze_version"] <= upto)
 
 
 def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tuple[dict[str, DataFrame], dict[str, int], dict[str, int]]:
@@ -152,17 +154,17 @@ def new_inputs(spark: SparkSession, settings: Settings, spec: SilverSpec) -> tup
     compares what silver read with what ingest wrote, without reading bronze a second time. A
     dimension's unchanged snapshot has no expected count (the caller counts it).
     """
-    done = _progress(spark, settings, spec.table.name)
+    done = _progress(settings, spec.table.name)
     inputs, versions, expected = {}, {}, {}
     for name in spec.prepare:
-        location = REGISTRY[name].location(settings)
-        if not delta.exists(spark, location):
+        upto = inspect.version(settings, REGISTRY[name])
+        if upto is None:
             continue
-        upto, after = delta.latest_version(spark, location), done.get(name, -1)
+        after = done.get(name, -1)
         versions[name] = upto
         if upto > after:
-            inputs[name] = _changes(spark, location, after, upto)
-            expected[name] = logged_rows(spark, settings, REGISTRY[name], after, upto)
+            inputs[name] = _changes(spark, REGISTRY[name].location(settings), after, upto)
+            expected[name] = logged_rows(inspect.ingested(settings, name), after, upto)
     if spec.snapshot and inputs:
         # a dimension merges the latest snapshot of every source, changed or not
         for name in spec.prepare:
@@ -269,11 +271,12 @@ def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame,
 
 
 def _record_progress(spark: SparkSession, settings: Settings, consumer: str, versions: Mapping[str, int], ctx: RunContext) -> None:
+    """Append the bronze versions read (readers take the largest): one blind append, where a MERGE took a dozen jobs."""
     rows = [(consumer, source, version, ctx.run_id, ctx.started_at) for source, version in versions.items()]
     if not rows:
         return
     delta.ensure_table(spark, settings, PROGRESS)
-    delta.merge_upsert(spark, spark.createDataFrame(rows, PROGRESS.schema), PROGRESS.location(settings), PROGRESS.keys)
+    delta.insert(spark.createDataFrame(rows, PROGRESS.schema), PROGRESS.location(settings))
 
 
 def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext) -> tuple[int, dict[str, int]]:

@@ -109,10 +109,10 @@ def layer_counts(settings: Settings | None = None) -> pd.DataFrame:
     """Each silver table beside the bronze versions it has read: rows in, published, quarantined, collapsed."""
     s = _settings(settings)
     columns = ["silver_table", "bronze_read", "bronze_rows", "silver_rows", "quarantined", "collapsed"]
-    dt = inspect.open_table(s, PROGRESS, reader_role(PROGRESS))
-    if dt is None:
+    done = inspect.progress(s, reader_role(PROGRESS))
+    if not done:
         return pd.DataFrame(columns=columns)  # no silver run yet
-    progress = inspect.arrow_dataset(s, dt, reader_role(PROGRESS)).to_table().to_pandas()
+    progress = pd.DataFrame([{"consumer": c, "source_table": t, "last_version": v} for (c, t), v in done.items()])
     per_table: dict[str, int] = {}
     for q in inspect.quarantine_summary(s):
         per_table[q["table"]] = per_table.get(q["table"], 0) + q["rows"]
