@@ -2,7 +2,9 @@
 
 `lakehouse backfill` (and `make demo`) uses this to build the demo quarters the way production
 does: the scheduler runs `lakehouse_quarterly_build` once per quarter-long data interval, each task
-in its own process, writers one at a time through the pool. Nothing here imports Airflow.
+in its own process, writers one at a time through the pool. The calls go through Airflow's official
+Python client (`apache-airflow-client`, package `airflow_client`, the same version as Airflow); it is
+imported when a client is made, as it takes seconds to import. Nothing here imports Airflow.
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
-from typing import Any
-
-import requests
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakehouse import quarters
 from lakehouse.errors import UserError
 from lakehouse.settings import Settings
 
+if TYPE_CHECKING:
+    from airflow_client.client import ApiClient, BackfillApi, DAGApi, DagRunApi, TaskInstanceApi
+    from airflow_client.client.models import DAGRunResponse
+
 BUILD_DAG = "lakehouse_quarterly_build"
 TERMINAL = ("success", "failed")
+
+T = TypeVar("T")
 
 
 class AirflowError(UserError):
@@ -29,9 +35,14 @@ class AirflowError(UserError):
 
 
 class AirflowClient:
-    """A small client of Airflow's REST API (v2), logged in as the generated `admin` user."""
+    """Airflow's REST API (v2) through its official client, logged in as the generated `admin` user.
 
-    def __init__(self, settings: Settings, timeout_s: float = 30):
+    The typed API classes are `backfills`, `dags`, `dag_runs` and `task_instances`; make calls through
+    `call`, which logs in first and turns a refusal into an `AirflowError`. A 503 (SQLite busy under
+    the scheduler's writes, locally) is tried again by the client's urllib3 retry, `attempts` times in all.
+    """
+
+    def __init__(self, settings: Settings, timeout_s: float = 30, attempts: int = 10):
         from lakehouse import services
 
         self.url = settings.airflow_url
@@ -43,26 +54,58 @@ class AirflowClient:
             self._password = json.loads(password_file.read_text())["admin"]
         else:
             raise AirflowError(f"no Airflow password: set LAKEHOUSE_AIRFLOW_PASSWORD, or start the local Airflow with `lakehouse up` (it writes {password_file})")
-        self._token: str | None = None
+        from airflow_client.client import ApiClient, BackfillApi, Configuration, DAGApi, DagRunApi, TaskInstanceApi
+        from urllib3.util.retry import Retry
 
-    def _headers(self) -> dict[str, str]:
-        if self._token is None:
-            response = requests.post(f"{self.url}/auth/token", json={"username": "admin", "password": self._password}, timeout=self.timeout_s)
-            if response.status_code not in (200, 201):
-                raise AirflowError(f"Airflow at {self.url} refused the login ({response.status_code})")
-            self._token = response.json()["access_token"]
-        return {"Authorization": f"Bearer {self._token}"}
+        # only a 503 is tried again (any method: SQLite refused the write, nothing happened); an
+        # unreachable server or a read timeout fails at once; waits 0, 2, 4, 8, 15, 15, ... s
+        retry = Retry(
+            total=attempts - 1, connect=0, read=0, other=0, status_forcelist=(503,), allowed_methods=None,
+            backoff_factor=1, backoff_max=15, raise_on_status=False,
+        )  # fmt: skip
+        self.api: ApiClient = ApiClient(Configuration(host=self.url, retries=retry))
+        self.backfills: BackfillApi = BackfillApi(self.api)
+        self.dags: DAGApi = DAGApi(self.api)
+        self.dag_runs: DagRunApi = DagRunApi(self.api)
+        self.task_instances: TaskInstanceApi = TaskInstanceApi(self.api)
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None, attempts: int = 10) -> Any:
-        """One API call; a 503 (SQLite busy under the scheduler's writes, locally) is tried again."""
-        for attempt in range(attempts):
-            response = requests.request(method, f"{self.url}/api/v2{path}", json=body, params=params, headers=self._headers(), timeout=self.timeout_s)
-            if response.status_code != 503 or attempt == attempts - 1:
-                break
-            time.sleep(min(2**attempt, 15))
-        if response.status_code >= 400:
-            raise AirflowError(f"Airflow {method} {path}: {response.status_code} {response.text[:500]}")
-        return response.json() if response.content else None
+    def _login(self) -> None:
+        """Get a JWT from the auth manager's `/auth/token` (not part of the v2 API) for the Bearer header."""
+        if self.api.configuration.access_token is not None:
+            return
+        response = self._request(
+            "the login",
+            lambda: self.api.call_api(
+                "POST", f"{self.url}/auth/token", header_params={"Content-Type": "application/json"},
+                body={"username": "admin", "password": self._password}, _request_timeout=self.timeout_s,
+            ),
+        )  # fmt: skip
+        if response.status not in (200, 201):
+            raise AirflowError(f"Airflow at {self.url} refused the login ({response.status})")
+        self.api.configuration.access_token = json.loads(response.read())["access_token"]
+
+    def call(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One call of an API class's method, e.g. `client.call(client.dag_runs.get_dag_run, dag_id, run_id)`."""
+        self._login()
+        return self._request(operation.__name__, lambda: operation(*args, _request_timeout=self.timeout_s, **kwargs))
+
+    def _request(self, what: str, send: Callable[[], T]) -> T:
+        from airflow_client.client.exceptions import ApiException
+        from pydantic import ValidationError
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return send()
+        except ApiException as e:
+            raise AirflowError(f"Airflow {what}: {e.status} {_one_line(e.body or e.reason, 500)}") from e
+        except HTTPError as e:  # urllib3's: no connection, or no answer in time
+            raise AirflowError(f"Airflow at {self.url} did not answer {what}: {_one_line(getattr(e, 'reason', None) or e, 300)}") from e
+        except ValidationError as e:  # an answer the client's models do not fit: another Airflow version?
+            raise AirflowError(f"Airflow {what}: an answer apache-airflow-client cannot read (another Airflow version?): {_one_line(e, 300)}") from e
+
+
+def _one_line(text: object, limit: int) -> str:
+    return " ".join(str(text or "").split())[:limit]
 
 
 def quarter_ranges(wanted: Iterable[str]) -> list[tuple[date, date]]:
@@ -95,38 +138,43 @@ def create_backfill(client: AirflowClient, first: date, last: date, force: bool 
     the first run builds the whole range and the others find their quarters up to date (decided
     without starting Spark).
     """
-    created = client.call(
-        "POST",
-        "/backfills",
-        {
-            "dag_id": BUILD_DAG, "from_date": f"{first.isoformat()}T00:00:00Z", "to_date": f"{last.isoformat()}T00:00:00Z",
-            "run_backwards": True, "dag_run_conf": {"force": force}, "reprocess_behavior": "completed" if force else "failed",
-            "max_active_runs": 1,
-        },
+    from airflow_client.client import BackfillPostBody, ReprocessBehavior
+
+    body = BackfillPostBody(
+        dag_id=BUILD_DAG, from_date=_midnight(first), to_date=_midnight(last), run_backwards=True, dag_run_conf={"force": force},
+        reprocess_behavior=ReprocessBehavior.COMPLETED if force else ReprocessBehavior.FAILED, max_active_runs=1,
     )  # fmt: skip
-    return int(created["id"])
+    return client.call(client.backfills.create_backfill, body).id
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def quarter_runs(client: AirflowClient, wanted: Iterable[str]) -> dict[str, QuarterRun]:
     """The latest run of the build DAG for each wanted quarter (by its data interval)."""
     wanted = set(wanted)
-    found: dict[str, tuple[str, QuarterRun]] = {}
-    runs = client.call("GET", f"/dags/{BUILD_DAG}/dagRuns", params={"limit": 1000, "order_by": "-run_after"})["dag_runs"]
+    found: dict[str, tuple[datetime, QuarterRun]] = {}
+    runs: list[DAGRunResponse] = client.call(client.dag_runs.get_dag_runs, BUILD_DAG, limit=1000, order_by=["-run_after"]).dag_runs
     for run in runs:
-        quarter = quarters.of_interval(date.fromisoformat(run["data_interval_start"][:10]))
+        if run.data_interval_start is None:  # not a run of a data interval (none of this DAG's)
+            continue
+        quarter = quarters.of_interval(run.data_interval_start.astimezone(UTC).date())
         if quarter not in wanted:
             continue
-        stamp = run.get("queued_at") or run.get("run_after") or ""
+        stamp = run.queued_at or run.run_after
         if quarter not in found or stamp > found[quarter][0]:
-            seconds = run["duration"] if run["state"] in TERMINAL else None
-            found[quarter] = (stamp, QuarterRun(quarter, run["dag_run_id"], run["state"], seconds, run["run_type"]))
+            state = run.state.value
+            seconds = run.duration if state in TERMINAL else None
+            found[quarter] = (stamp, QuarterRun(quarter, run.dag_run_id, state, seconds, run.run_type.value))
     return {q: r for q, (_, r) in found.items()}
 
 
 def failed_tasks(client: AirflowClient, run_id: str) -> list[str]:
     """The tasks of a run that failed (or were left upstream_failed)."""
-    tis = client.call("GET", f"/dags/{BUILD_DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
-    return [f"{ti['task_id']} ({ti['state']})" for ti in tis if ti["state"] in ("failed", "upstream_failed")]
+    tis = client.call(client.task_instances.get_task_instances, BUILD_DAG, run_id).task_instances
+    states = [(ti.task_id, ti.state.value if ti.state else None) for ti in tis]
+    return [f"{task_id} ({state})" for task_id, state in states if state in ("failed", "upstream_failed")]
 
 
 FINISHED_TASK = ("success", "failed", "skipped", "upstream_failed", "removed")
@@ -143,10 +191,10 @@ class TaskDone:
 
 def finished_tasks(client: AirflowClient, run: QuarterRun) -> list[TaskDone]:
     """The tasks of a run that have finished, in the order they ended."""
-    tis = client.call("GET", f"/dags/{BUILD_DAG}/dagRuns/{run.run_id}/taskInstances")["task_instances"]
-    done = [ti for ti in tis if ti["state"] in FINISHED_TASK]
-    done.sort(key=lambda ti: ti.get("end_date") or "")
-    return [TaskDone(run.quarter, ti["task_id"], ti["state"], ti.get("duration"), int(ti.get("try_number") or 1)) for ti in done]
+    tis = client.call(client.task_instances.get_task_instances, BUILD_DAG, run.run_id).task_instances
+    done = [ti for ti in tis if ti.state is not None and ti.state.value in FINISHED_TASK]
+    done.sort(key=lambda ti: ti.end_date or datetime.min.replace(tzinfo=UTC))
+    return [TaskDone(run.quarter, ti.task_id, ti.state.value if ti.state else "", ti.duration, ti.try_number or 1) for ti in done]
 
 
 def wait(
@@ -196,7 +244,9 @@ def run_quarters(
 ) -> dict[str, QuarterRun]:
     """Unpause the build DAG, then backfill each range of consecutive quarters in turn and wait for it."""
     wanted = sorted(set(wanted))
-    client.call("PATCH", f"/dags/{BUILD_DAG}", {"is_paused": False})
+    from airflow_client.client import DAGPatchBody
+
+    client.call(client.dags.patch_dag, BUILD_DAG, DAGPatchBody(is_paused=False))
     deadline = time.monotonic() + timeout_s
     runs: dict[str, QuarterRun] = {}
     for first, last in quarter_ranges(wanted):
@@ -213,7 +263,7 @@ def run_quarters(
             )
         runs.update(wait(client, of_range, max(deadline - time.monotonic(), 0), lambda found: on_update({**runs, **found}) if on_update else None, on_task=on_task))
         # the scheduler closes a backfill a moment after its last run; Airflow refuses the next one until then
-        while client.call("GET", f"/backfills/{backfill_id}").get("completed_at") is None:
+        while client.call(client.backfills.get_backfill, backfill_id).completed_at is None:
             if time.monotonic() > deadline:
                 raise AirflowError(f"backfill {backfill_id} was not closed within the timeout; see {client.url}/dags/{BUILD_DAG}")
             time.sleep(2)
