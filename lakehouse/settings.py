@@ -69,7 +69,7 @@ class Settings:
     code_version: str | None = None
     fail_at: str | None = None
     spark_event_log_dir: Path | None = None  # Spark event logs (`make bench` sets it), for the history server
-    spark_adaptive: bool = False  # Spark's adaptive query execution (see `spark_conf`)
+    spark_adaptive: bool = True  # Spark's adaptive query execution (see `spark_conf`)
 
     @property
     def state_dir(self) -> Path:
@@ -162,7 +162,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         # false where the executors have the jars already (the compose Spark image): shipping them
         # costs every application ~650 MB per executor
         spark_ship_jars=get("SPARK_SHIP_JARS", "true").lower() in ("1", "true", "yes"),
-        spark_adaptive=get("SPARK_ADAPTIVE", "false").lower() in ("1", "true", "yes"),
+        spark_adaptive=get("SPARK_ADAPTIVE", "true").lower() in ("1", "true", "yes"),
         jars_dir=Path(get("JARS_DIR", str(PROJECT_ROOT / "jars" / "lib"))),
         sources_dir=Path(get("SOURCES_DIR", str(home / "sources"))),
         mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5000").rstrip("/"),

@@ -77,9 +77,9 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str) -> dict[
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         # Adaptive execution re-plans at every shuffle, and each re-planned stage is a Spark job of
-        # its own: on small local data that doubles the jobs of a build (a MERGE 12 instead of 6) and
-        # costs more than it saves (test slice: gold 133 s -> 71 s, silver.flights 96 s -> 61 s).
-        # On a cluster with skewed or large joins, LAKEHOUSE_SPARK_ADAPTIVE=true turns it back on.
+        # its own: on small slices (the tests) that doubles the jobs (a MERGE 12 instead of 6) and
+        # costs more than it saves (test slice: gold 133 s -> 71 s without it), but on the demo data
+        # gold took 257 s without it instead of 190 s. On by default; the tests turn it off.
         "spark.sql.adaptive.enabled": str(settings.spark_adaptive).lower(),
         # Delta: the extension and catalog, few partitions for log replay, and a listing
         # parallelism that does not schedule 10,000 tasks for a VACUUM of a small table.

@@ -24,6 +24,8 @@ def lake_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "LAKEHOUSE_SPARK_MASTER": "local[2]",
         "LAKEHOUSE_SPARK_DRIVER_MEMORY": "3g",
         "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": "4",
+        # small slices: adaptive execution's extra jobs cost more than they save (see lakehouse/spark.py)
+        "LAKEHOUSE_SPARK_ADAPTIVE": "false",
     }
 
 

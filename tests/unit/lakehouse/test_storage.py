@@ -52,13 +52,13 @@ def test_spark_conf_is_loopback_and_carries_per_bucket_keys(tmp_path):
     assert "spark.jars" not in kept and kept["spark.driver.extraClassPath"].count(".jar") == 2
 
 
-def test_adaptive_execution_is_off_on_one_machine_and_a_setting_turns_it_on(tmp_path):
+def test_adaptive_execution_is_on_and_a_setting_turns_it_off(tmp_path):
     (tmp_path / "jars").mkdir()
     for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
         (tmp_path / "jars" / jar).write_bytes(b"")
     base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_ML_ACCESS_KEY": "k", "LAKEHOUSE_ML_SECRET_KEY": "s"}
-    assert spark_conf(load_settings(base), ["ml"], "t")["spark.sql.adaptive.enabled"] == "false"
-    assert spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_ADAPTIVE": "true"}), ["ml"], "t")["spark.sql.adaptive.enabled"] == "true"
+    assert spark_conf(load_settings(base), ["ml"], "t")["spark.sql.adaptive.enabled"] == "true"
+    assert spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_ADAPTIVE": "false"}), ["ml"], "t")["spark.sql.adaptive.enabled"] == "false"
 
 
 def test_event_logs_are_written_only_when_a_folder_is_set(tmp_path):
