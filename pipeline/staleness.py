@@ -16,22 +16,14 @@ from typing import Any
 from gold.quarter_build import GoldResult, months_read
 from lakehouse import delivery, delta, inspect
 from lakehouse.settings import PROJECT_ROOT, Settings
-from lakehouse.tables import REGISTRY, SILVER_FLIGHTS, SILVER_WEATHER, Table
+from lakehouse.tables import REGISTRY, SILVER_FLIGHTS, SILVER_WEATHER
 from silver.layer import SILVER_JOBS
-
-
-def _progress_versions(settings: Settings) -> dict[tuple[str, str], int]:
-    return inspect.progress(settings)
-
-
-def _version(settings: Settings, table: Table) -> int | None:
-    return inspect.version(settings, table)
 
 
 def read_versions(settings: Settings) -> dict[str, int]:
     """The versions a gold build reads (silver flights and weather) and the bronze versions behind them (no JVM)."""
-    versions = {t.name: v for t in (SILVER_FLIGHTS, SILVER_WEATHER) if (v := _version(settings, t)) is not None}
-    for (consumer, source), version in _progress_versions(settings).items():
+    versions = {t.name: v for t in (SILVER_FLIGHTS, SILVER_WEATHER) if (v := inspect.version(settings, t)) is not None}
+    for (consumer, source), version in inspect.progress(settings).items():
         if consumer in (SILVER_FLIGHTS.name, SILVER_WEATHER.name):
             versions[source] = version
     return versions
@@ -39,12 +31,12 @@ def read_versions(settings: Settings) -> dict[str, int]:
 
 def silver_pending(settings: Settings) -> list[str]:
     """The silver tables with bronze rows they have not processed yet (no JVM)."""
-    done = _progress_versions(settings)
+    done = inspect.progress(settings)
     pending = []
     for job in SILVER_JOBS:
         consumer = job.SPEC.table.name
         for source in job.SPEC.prepare:
-            version = _version(settings, REGISTRY[source])
+            version = inspect.version(settings, REGISTRY[source])
             if version is not None and version > done.get((consumer, source), -1):
                 pending.append(consumer)
                 break

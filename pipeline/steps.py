@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from lakehouse import faults, inspect, quality, quarters, storage
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings, load_settings
-from lakehouse.tables import BRONZE_TABLES, INGEST_LOG
+from lakehouse.tables import BRONZE_TABLES
 
 if TYPE_CHECKING:
     from bronze.ingest import FeedReport, IngestReport
@@ -78,12 +78,7 @@ def extracts_landed(month: str, settings: Settings | None = None) -> list[str]:
 
 def months_ingested(settings: Settings | None = None) -> list[str]:
     """Months whose flight extracts bronze holds (read from the ingest log with delta-rs, no JVM)."""
-    settings = settings or load_settings()
-    dt = inspect.open_table(settings, INGEST_LOG, "transform")
-    if dt is None:
-        return []
-    rows = inspect.arrow_dataset(settings, dt, "transform").to_table(columns=["feed", "object_key", "status"]).to_pylist()
-    done = {quarters.object_month(r["object_key"]) for r in rows if r["feed"] in FLIGHT_FEEDS and r["status"] in ("committed", "recovered")}
+    done = {quarters.object_month(r["object_key"]) for r in inspect.ingested(settings or load_settings()) if r["feed"] in FLIGHT_FEEDS}
     return sorted(m for m in done if m)
 
 
