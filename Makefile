@@ -9,6 +9,10 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 UV_VERSION  := 0.13.9
 LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
+# test processes of `make test`: each runs its own stack; a test file (a module sharing a lake, or
+# test_orchestration.py with everything that needs Airflow) stays on one process (tests/conftest.py).
+# 0 runs every test in this process.
+TEST_WORKERS ?= 2
 SOURCES     := $(LAKEHOUSE_HOME)/sources
 VEGA        := vega-datasets-3.2.1
 VEGA_SHA256 := 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3
@@ -70,8 +74,8 @@ lint: venv  ## ruff (lint and format check) and mypy over the source; `make test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup lint  ## lint, then every test (starts its own services in a temporary folder)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup lint  ## lint, then every test on TEST_WORKERS processes (each starts its own services in a temporary folder)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: setup  ## only the unit tests
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

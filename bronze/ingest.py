@@ -23,7 +23,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakehouse import delta, faults, storage
+from lakehouse import delta, faults, inspect, storage
 from lakehouse.quarters import object_month
 from lakehouse.settings import Settings
 from lakehouse.storage import ObjectInfo
@@ -140,6 +140,31 @@ def unsettled(log_rows: Iterable[dict]) -> dict[str, list[dict]]:
 
 
 # ---------------------------------------------------------------- the job
+
+
+def selected(feeds: Iterable[str] | None) -> list[Table]:
+    """The bronze tables of `feeds` (`nyc_flights` or `bronze.nyc_flights`; every feed when None)."""
+    wanted = None if feeds is None else {f if f.startswith("bronze.") else f"bronze.{f}" for f in feeds}
+    return [t for t in BRONZE_TABLES if wanted is None or t.name in wanted]
+
+
+def has_work(settings: Settings, feeds: Iterable[str] | None = None, months: Iterable[str] | None = None) -> bool:
+    """Whether a run would do anything: a new landing object to ingest or a crashed run's entries to settle.
+
+    Read from the ingest log with delta-rs and from a listing of the landing bucket, without a JVM:
+    a run that finds nothing new (a retry, a rerun of a month) costs seconds.
+    """
+    log_rows = inspect.ingest_log(settings, role="ingest")
+    s3 = storage.client(settings, "ingest")
+    for table in selected(feeds):
+        assert table.feed is not None, f"{table.name} has no feed"
+        mine = [r for r in log_rows if r["feed"] == table.name]
+        if unsettled(mine):
+            return True
+        done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in DONE}
+        if of_months(new_objects(storage.list_objects(s3, settings.bucket("landing"), table.feed.prefix), done), months):
+            return True
+    return False
 
 
 @dataclass
@@ -269,13 +294,10 @@ def run(
     months: Iterable[str] | None = None,
 ) -> IngestReport:
     """Ingest every selected feed (all when None), only the extracts of `months` (and snapshots) when given."""
-    wanted = None if feeds is None else {f if f.startswith("bronze.") else f"bronze.{f}" for f in feeds}
     delta.ensure_table(spark, settings, INGEST_LOG)
     log_rows = [r.asDict() for r in delta.read(spark, INGEST_LOG.location(settings)).collect()]
     report = IngestReport(run_id)
-    for table in BRONZE_TABLES:
-        if wanted is not None and table.name not in wanted:
-            continue
+    for table in selected(feeds):
         feed_report = ingest_feed(spark, settings, table, log_rows, run_id, started_at, months)
         report.feeds.append(feed_report)
         if on_feed is not None:

@@ -66,7 +66,7 @@ def ingest(feed: Annotated[Optional[list[str]], typer.Option(help="Bronze feed(s
     selected = [t for t in tables.BRONZE_TABLES if feed is None or t.short_name in feed or t.name in feed]
     spark_s = 0.0
     with render.progress() as progress:
-        task = progress.add_task("starting Spark", total=len(selected))
+        task = progress.add_task("looking for new objects", total=len(selected))
 
         def on_spark(seconds: float) -> None:
             nonlocal spark_s
@@ -79,7 +79,8 @@ def ingest(feed: Annotated[Optional[list[str]], typer.Option(help="Bronze feed(s
 
         report = steps.ingest(rid, started, feed, settings=settings, on_feed=on_feed, on_spark=on_spark)
     summary(
-        f"ingest {rid}: {report.objects} objects, {report.rows:,} rows, {time.monotonic() - t0:.1f} s (Spark start {spark_s:.1f} s)",
+        f"ingest {rid}: {report.objects} objects, {report.rows:,} rows, {time.monotonic() - t0:.1f} s "
+        + (f"(Spark start {spark_s:.1f} s)" if spark_s else "(nothing new: Spark not started)"),
         ["table", "objects", "rows", "malformed", "recovered", "version", "seconds"],
         [[r.table, r.objects, r.rows, r.malformed, r.recovered_objects, "-" if r.bronze_version is None else r.bronze_version, f"{r.seconds:.1f}"] for r in report.feeds],
     )

@@ -64,15 +64,20 @@ def progress(settings: Settings, role: str = "transform") -> dict[tuple[str, str
     return done
 
 
-def ingested(settings: Settings, feed: str | None = None, role: str = "transform") -> list[dict[str, Any]]:
-    """The ingest log's rows of objects that reached bronze (committed or recovered), of one feed or all (no JVM)."""
+def ingest_log(settings: Settings, role: str = "transform") -> list[dict[str, Any]]:
+    """Every row of the ingest log: feed, object key, ETag, status, run id, rows, bronze version (no JVM)."""
     from lakehouse.tables import INGEST_LOG
 
     dt = open_table(settings, INGEST_LOG, role)
     if dt is None:
         return []
-    rows = arrow_dataset(settings, dt, role).to_table(columns=["feed", "object_key", "etag", "status", "rows", "bronze_version", "logged_at"]).to_pylist()
-    return [r for r in rows if r["status"] in ("committed", "recovered") and (feed is None or r["feed"] == feed)]
+    columns = ["feed", "object_key", "etag", "status", "run_id", "rows", "bronze_version", "logged_at"]
+    return arrow_dataset(settings, dt, role).to_table(columns=columns).to_pylist()
+
+
+def ingested(settings: Settings, feed: str | None = None, role: str = "transform") -> list[dict[str, Any]]:
+    """The ingest log's rows of objects that reached bronze (committed or recovered), of one feed or all (no JVM)."""
+    return [r for r in ingest_log(settings, role) if r["status"] in ("committed", "recovered") and (feed is None or r["feed"] == feed)]
 
 
 def arrow_dataset(settings: Settings, dt: DeltaTable, role: str = "transform") -> ds.Dataset:

@@ -13,8 +13,11 @@
   bronze versions that builds read are lineage: they stay readable for the retention window.
   Run maintenance at least once per retention window (the quarterly DAG runs it every quarter).
 
-A table whose last commit is the previous run's (logged) VACUUM, less than a day old, is skipped:
-maintenance follows the writes, so running it after every build costs little.
+Maintenance follows the writes, so running it after every build costs little: what a table needs is
+read without Spark (its Delta log through delta-rs, a listing of its files). A table is skipped when
+its last commit is the previous run's (logged) VACUUM, less than a day old, or when no partition
+holds more than one file and no file outside its snapshot is older than the retention. Spark starts
+only for the first table that needs OPTIMIZE, VACUUM or a retention change.
 
 Run it with no writer active: Delta on S3 allows one writer per table at a time.
 """
@@ -23,14 +26,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from lakehouse import delivery, delta, inspect, storage
 from lakehouse.settings import Settings
@@ -61,22 +64,43 @@ class TableMaintenance:
     seconds: float = 0.0
 
 
-def usage(settings: Settings, table: Table) -> tuple[int, int]:
-    """Data files and their bytes under a table's location (the Delta log excluded)."""
+@dataclass(frozen=True)
+class StoredFile:
+    """A data file under a table's location: its path relative to the table, size and last change (naive UTC)."""
+
+    path: str
+    size: int
+    modified: datetime
+
+
+def stored_files(settings: Settings, table: Table) -> list[StoredFile]:
+    """Every data file under a table's location, referenced or not (the Delta log excluded)."""
     bucket, _, prefix = table.location(settings).removeprefix("s3a://").partition("/")
     s3 = storage.client(settings, bucket_roles(ROLES)[table.layer])
-    files = [o for o in storage.list_objects(s3, bucket, prefix + "/") if "/_delta_log/" not in o.key]
-    return len(files), sum(o.size for o in files)
+    return [
+        StoredFile(o.object_name.removeprefix(prefix + "/"), o.size or 0, o.last_modified.astimezone(UTC).replace(tzinfo=None))
+        for o in s3.list_objects(bucket, prefix=prefix + "/", recursive=True)
+        if not o.is_dir and "/_delta_log/" not in o.object_name and o.last_modified is not None
+    ]
 
 
-def fragmented(settings: Settings, table: Table) -> list[dict[str, str]]:
-    """Partition values of the partitions that hold more than one data file (from the Delta log)."""
-    dt = inspect.open_table(settings, table, bucket_roles(ROLES)[table.layer])
-    if dt is None or not table.partition_by:
-        return []
-    actions = pa.table(dt.get_add_actions(flatten=True)).select([f"partition.{c}" for c in table.partition_by]).to_pylist()
-    counts = Counter(tuple(str(a[f"partition.{c}"]) for c in table.partition_by) for a in actions)
-    return [dict(zip(table.partition_by, values)) for values, n in sorted(counts.items()) if n > 1]
+def fragmented(actions: Sequence[Mapping[str, Any]], partition_by: Sequence[str]) -> list[dict[str, str]]:
+    """Partition values of the partitions that hold more than one data file ({} for a table of several files without partitions).
+
+    `actions` are the snapshot's add actions (delta-rs, flattened: `partition.<column>` keys).
+    """
+    counts = Counter(tuple(str(a[f"partition.{c}"]) for c in partition_by) for a in actions)
+    return [dict(zip(partition_by, values)) for values, n in sorted(counts.items()) if n > 1]
+
+
+def removable(files: Sequence[StoredFile], referenced: set[str], now: datetime, retain_hours: float) -> list[StoredFile]:
+    """Files that VACUUM could delete: no longer in the snapshot, and unchanged for longer than the retention.
+
+    A file's removal from the table comes after its last change, so a file changed within the
+    retention cannot have been removed before it: when this is empty, VACUUM has nothing to do.
+    """
+    cutoff = now - timedelta(hours=retain_hours)
+    return [f for f in files if unquote(f.path) not in referenced and f.modified < cutoff]
 
 
 def optimize_statement(location: str, zorder: tuple[str, ...] | None, partitions: list[dict[str, str]] | None) -> str | None:
@@ -104,88 +128,116 @@ def pinned(settings: Settings) -> dict[str, tuple[int, str]]:
     return found
 
 
-def hours_to_keep(spark: SparkSession, location: str, version: int, now: datetime, window_hours: float) -> float:
+def _commit_time(commit: Mapping[str, Any]) -> datetime:
+    """A commit's time (epoch milliseconds in the log) as naive UTC, the lakehouse's clock."""
+    return datetime.fromtimestamp(int(commit["timestamp"]) / 1000, tz=UTC).replace(tzinfo=None)
+
+
+def hours_to_keep(history: Sequence[Mapping[str, Any]], version: int, now: datetime, window_hours: float) -> float:
     """Retention that keeps every file and log entry of `version` for another `window_hours` from now.
 
     The files of `version` are removed from the table by the commit after it, so retention must
     reach back to that commit; the extra window keeps them safe until the next maintenance run
     (which extends it again). 0 when `version` is current: nothing of it has been removed yet.
+    `history` is the table's commits (delta-rs, any order).
     """
-    history = DeltaTable.forPath(spark, location).history().where(F.col("version") == version + 1).select("timestamp").collect()
-    if not history:
+    after = [c for c in history if c.get("version") == version + 1]
+    if not after:
         return 0.0
-    return max((now - history[0]["timestamp"]).total_seconds() / 3600, 0.0) + window_hours + _MARGIN_HOURS
+    return max((now - _commit_time(after[0])).total_seconds() / 3600, 0.0) + window_hours + _MARGIN_HOURS
 
 
-def _set_retention(spark: SparkSession, location: str, hours: float) -> bool:
-    """Set the log and deleted-file retention, committing only when it changes; True when it did."""
-    wanted = delta.retention_properties(hours)
-    current = delta.first(DeltaTable.forPath(spark, location).detail().select("properties"))["properties"] or {}
-    if all(current.get(k) == v for k, v in wanted.items()):
-        return False
-    listed = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
-    spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({listed})")
-    return True
+def retention_current(configuration: Mapping[str, str], hours: float) -> bool:
+    """The table's properties already hold this retention (no ALTER, no commit needed)."""
+    return all(configuration.get(k) == v for k, v in delta.retention_properties(hours).items())
 
 
-def maintained_since_last_write(spark: SparkSession, location: str, now: datetime) -> bool:
+def maintained_since_last_write(history: Sequence[Mapping[str, Any]], now: datetime) -> bool:
     """The table's last commit is a VACUUM of ours, from less than a day ago: nothing to compact or remove."""
-    last = delta.first(DeltaTable.forPath(spark, location).history(1).select("operation", "timestamp"))
-    return last["operation"] == "VACUUM END" and now - last["timestamp"] < _FRESH
+    if not history:
+        return False
+    last = max(history, key=lambda c: c.get("version", -1))
+    return last.get("operation") == "VACUUM END" and now - _commit_time(last) < _FRESH
 
 
-def maintain_table(spark: SparkSession, settings: Settings, table: Table, pins: dict[str, tuple[int, str]], now: datetime) -> TableMaintenance:
-    """OPTIMIZE one table, then VACUUM it with a retention that spares every pinned version."""
+def maintain_table(spark: Callable[[], SparkSession], settings: Settings, table: Table, pins: dict[str, tuple[int, str]], now: datetime) -> TableMaintenance | None:
+    """OPTIMIZE one table, then VACUUM it with a retention that spares every pinned version; None if it does not exist.
+
+    What there is to do is read without Spark, from the Delta log (delta-rs) and a listing of the
+    table's files: OPTIMIZE only when a partition holds more than one file, VACUUM only when a file
+    outside the snapshot is older than the retention (or OPTIMIZE just replaced some). A table with
+    nothing to do costs no Spark job, and a run where every table is so never starts Spark (`spark`
+    is called for the first table that needs it).
+    """
     t0 = time.monotonic()
+    dt = inspect.open_table(settings, table, bucket_roles(ROLES)[table.layer])
+    if dt is None:
+        return None
+    pin = pins.get(table.name)
+    # the newest commits, back to the one after the oldest pinned version (always the last one)
+    history = dt.history(max(1, dt.version() - pin[0]) if pin else 1)
     report = TableMaintenance(table.name)
     location = table.location(settings)
-    report.files_before, report.bytes_before = usage(settings, table)
+    files = stored_files(settings, table)
+    report.files_before, report.bytes_before = len(files), sum(f.size for f in files)
     configured = settings.retention_days * 24
     report.retain_hours = configured
-    if table.name in pins:
-        version, build_id = pins[table.name]
-        needed = hours_to_keep(spark, location, version, now, configured)
+    if pin:
+        version, build_id = pin
+        needed = hours_to_keep(history, version, now, configured)
         if needed > configured:
             report.retain_hours = needed
             report.kept_for.append(f"{build_id} ({table.name} v{version})")
-    if not _set_retention(spark, location, report.retain_hours) and maintained_since_last_write(spark, location, now):
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    parts = fragmented(actions, table.partition_by)
+    old = removable(files, {unquote(a["path"]) for a in actions}, now, report.retain_hours)
+    retention_ok = retention_current(dt.metadata().configuration, report.retain_hours)
+    if retention_ok and (maintained_since_last_write(history, now) or not (parts or old)):
         report.skipped = True
         report.files_after, report.bytes_after = report.files_before, report.bytes_before
         report.seconds = time.monotonic() - t0
         return report
-    zorder = ZORDER.get(table.name)
-    statement = optimize_statement(location, zorder, fragmented(settings, table) if zorder else None)
+    session = spark()
+    if not retention_ok:
+        listed = ", ".join(f"'{k}' = '{v}'" for k, v in delta.retention_properties(report.retain_hours).items())
+        session.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({listed})")
+    statement = optimize_statement(location, ZORDER.get(table.name), parts) if parts else None
     if statement is not None:
-        spark.sql(statement)
-    check = "spark.databricks.delta.retentionDurationCheck.enabled"
-    previous = spark.conf.get(check, "true") or "true"
-    try:
-        if report.retain_hours < _SAFETY_HOURS:
-            spark.conf.set(check, "false")
-        # logged VACUUMs are commits: the next run sees that nothing was written since
-        spark.conf.set("spark.databricks.delta.vacuum.logging.enabled", "true")
-        spark.sql(f"VACUUM delta.`{location}` RETAIN {report.retain_hours:.3f} HOURS")
-    finally:
-        spark.conf.set(check, previous)
-    report.files_after, report.bytes_after = usage(settings, table)
+        session.sql(statement)
+    if statement is not None or old:
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        previous = session.conf.get(check, "true") or "true"
+        try:
+            if report.retain_hours < _SAFETY_HOURS:
+                session.conf.set(check, "false")
+            # logged VACUUMs are commits: the next run sees that nothing was written since
+            session.conf.set("spark.databricks.delta.vacuum.logging.enabled", "true")
+            session.sql(f"VACUUM delta.`{location}` RETAIN {report.retain_hours:.3f} HOURS")
+        finally:
+            session.conf.set(check, previous)
+    after = stored_files(settings, table)
+    report.files_after, report.bytes_after = len(after), sum(f.size for f in after)
     report.seconds = time.monotonic() - t0
     return report
 
 
 def run(
-    spark: SparkSession,
+    spark: Callable[[], SparkSession],
     settings: Settings,
     now: datetime,
     tables: Iterable[Table] = ALL_TABLES,
     on_table: Callable[[TableMaintenance], None] | None = None,
 ) -> list[TableMaintenance]:
-    """Optimize and vacuum every existing table, keeping what recorded builds need."""
+    """Optimize and vacuum every existing table written since its last maintenance, keeping what recorded builds need.
+
+    `spark` returns the session; it is called only when a table needs Spark (see `maintain_table`).
+    """
     pins = pinned(settings)
     reports = []
     for table in tables:
-        if not delta.exists(spark, table.location(settings)):
-            continue
         report = maintain_table(spark, settings, table, pins, now)
+        if report is None:
+            continue
         reports.append(report)
         if on_table is not None:
             on_table(report)

@@ -153,15 +153,20 @@ def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateRe
 
 
 def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: Any) -> str:
-    """Upload the JSON and HTML report to quality/reports/<run_id>/<suite>.*; return the JSON's URI."""
+    """Upload the report to quality/reports/<run_id>/<suite>.json, and for a failed gate a rendered .html; return the JSON's URI.
+
+    Rendering GX's HTML page takes about half a second of CPU per gate: a passed gate's JSON (every
+    expectation with its verdict and observed value) says all there is, so only a failure, which
+    someone will read, is rendered.
+    """
     s3 = storage.client(settings, "transform")
     bucket = settings.bucket("quality")
     prefix = f"reports/{run_id}/{gate.suite}"
     document = {"suite": gate.suite, "run_id": run_id, "success": gate.success, "results": gate.results, "gx_result": gx_result.to_json_dict()}
-    for suffix, body, kind in (
-        ("json", json.dumps(document, indent=2, default=str).encode(), "application/json"),
-        ("html", _render_html(gx_result).encode(), "text/html"),
-    ):
+    reports = [("json", json.dumps(document, indent=2, default=str).encode(), "application/json")]
+    if not gate.success:
+        reports.append(("html", _render_html(gx_result).encode(), "text/html"))
+    for suffix, body, kind in reports:
         s3.put_object(bucket, f"{prefix}.{suffix}", io.BytesIO(body), len(body), content_type=kind)
     return f"s3://{bucket}/{prefix}.json"
 

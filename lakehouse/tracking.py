@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from minio.error import S3Error
+
 from lakehouse import storage
 from lakehouse.settings import Settings
 
@@ -59,12 +61,17 @@ def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _report_artifacts(settings: Settings, uris: Mapping[str, str]) -> None:
-    """Copy the gate reports (JSON and HTML) from the quality bucket into the run's artifacts."""
+    """Copy the gate reports (JSON, and HTML for a failed gate) from the quality bucket into the run's artifacts."""
     s3 = storage.client(settings, "transform")
     for suite, uri in uris.items():
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         for suffix in ("json", "html"):
-            response = s3.get_object(bucket, key.removesuffix(".json") + f".{suffix}")
+            try:
+                response = s3.get_object(bucket, key.removesuffix(".json") + f".{suffix}")
+            except S3Error as error:
+                if suffix == "html" and error.code == "NoSuchKey":  # a passed gate has no rendered page
+                    continue
+                raise
             try:
                 mlflow.log_text(response.read().decode(), f"gates/{suite}.{suffix}")
             finally:

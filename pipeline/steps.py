@@ -13,9 +13,12 @@ retry of a task of one run stages, records and names its build the same way.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -104,6 +107,9 @@ def ingest(
     from lakehouse.spark import build_session
 
     settings = settings or load_settings()
+    if not bronze_ingest.has_work(settings, feeds, months):
+        log.info("nothing new to ingest: Spark not started")
+        return bronze_ingest.IngestReport(run_id, [bronze_ingest.FeedReport(t.name) for t in bronze_ingest.selected(feeds)])
     t0 = time.monotonic()
     spark = build_session(settings, ["ingest"], app_name=f"lakehouse-{run_id}")
     if on_spark is not None:
@@ -117,6 +123,27 @@ def ingest_task(month: str, run_id: str, started_at: datetime | None = None, set
     """The monthly DAG's ingest task: `ingest` of the month's extracts; a JSON summary."""
     report = ingest(run_id, started_at, months=[month], settings=settings)
     return {"run_id": run_id, "month": month, "objects": report.objects, "rows": report.rows, "feeds": [dataclasses.asdict(f) for f in report.feeds]}
+
+
+#: Libraries a build imports after Spark has started: GX for the gates, MLflow (through tracking, which configures it) for the record.
+_BUILD_IMPORTS = ("great_expectations", "great_expectations.expectations", "lakehouse.tracking")
+
+
+def _import_while_spark_starts() -> None:
+    """Import the build's heavy libraries on a thread while the JVM starts (seconds each, otherwise paid after it).
+
+    An import the build then makes waits on Python's import lock until this one is done, so it is
+    safe at any moment; a failure here is left for that import to raise.
+    """
+
+    def load() -> None:
+        for name in _BUILD_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the build's own import reports it
+                return
+
+    threading.Thread(target=load, name="preload-imports", daemon=True).start()
 
 
 def _context(settings: Settings, run_id: str, started_at: datetime | None, replay: bool = False) -> RunContext:
@@ -177,6 +204,7 @@ def build_step(
                 on_gold(gold_result)
         return report
     t0 = time.monotonic()
+    _import_while_spark_starts()
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
     spark_s = time.monotonic() - t0
     report = build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
@@ -214,6 +242,7 @@ def record_failure(quarter: str, run_id: str, step: str, error: BaseException | 
     settings = settings or load_settings()
     error = error if error is not None else RuntimeError(f"{step} failed")
     gates = quality.gate_refs([error.result]) if isinstance(error, quality.GateFailed) else []
+    _import_while_spark_starts()
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-failure")
     ctx = _context(settings, run_id, started_at)
     wrapped = RuntimeError(f"step {step}: {type(error).__name__}: {error}")
@@ -235,6 +264,7 @@ def replay(
     from silver.layer import SILVER_JOBS
 
     settings = settings or load_settings()
+    _import_while_spark_starts()
     spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
     ctx = _context(settings, run_id, started_at, replay=True)
     return [run_table(spark, settings, job.SPEC, ctx, rules) for job in SILVER_JOBS if not tables or job.SPEC.table.name in tables]
@@ -245,9 +275,10 @@ def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintena
     from lakehouse import maintenance
     from lakehouse.spark import build_session
 
-    settings = settings or load_settings()
-    spark = build_session(settings, maintenance.ROLES, app_name="lakehouse-maintain")
-    reports = maintenance.run(spark, settings, _naive_utc(None), on_table=on_table)
+    resolved = settings or load_settings()
+    # started for the first table that needs it: not at all when nothing was written since the last run
+    spark = functools.cache(lambda: build_session(resolved, maintenance.ROLES, app_name="lakehouse-maintain"))
+    reports = maintenance.run(spark, resolved, _naive_utc(None), on_table=on_table)
     log.info("maintained %d tables, %d bytes saved", len(reports), sum(r.bytes_before - r.bytes_after for r in reports))
     return reports
 

@@ -7,6 +7,7 @@ cannot start fails the run; nothing is skipped.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -61,9 +62,32 @@ def airflow(stack: Settings) -> Settings:
     return stack
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need Airflow run last: until then its four processes do not compete for the cores."""
-    items.sort(key=lambda item: "airflow" in getattr(item, "fixturenames", ()))
+#: When the suite runs on several processes (`make test`: two, pytest-xdist `--dist loadfile`, each
+#: process with a stack of its own), a test file is the unit handed out: the tests of a module that
+#: share one lake stay on one process, and every test that needs Airflow is in test_orchestration.py,
+#: so only one process starts it. The files are handed out longest first (measured), then the rest
+#: in collection order, each to the process that is about to run out of work.
+PARALLEL_ORDER = (
+    "tests/integration/test_orchestration.py",
+    "tests/integration/test_silver_gold.py",
+    "tests/integration/test_builds.py",
+    "tests/integration/test_notebooks.py",
+    "tests/integration/test_bronze.py",
+)
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the run: on one process, tests that need Airflow last (until then its four processes do not
+    compete for the cores); on several, the longest files first (`--no-loadscope-reorder` keeps this order)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: n for n, name in enumerate(PARALLEL_ORDER)}
+        items.sort(key=lambda item: rank.get(_module(item), len(rank)))
+    else:
+        items.sort(key=lambda item: "airflow" in getattr(item, "fixturenames", ()))
 
 
 def reset_lake(settings: Settings, spark) -> Settings:

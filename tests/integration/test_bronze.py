@@ -37,6 +37,7 @@ def test_ingest_is_exact_incremental_and_idempotent(empty_lake, spark, read_land
     assert _per_object(spark, settings, "bronze.nyc_airlines") == {"nyc/airlines/airlines.csv": 16}
     versions = {t: delta.latest_version(spark, get(t).location(settings)) for t in ("bronze.bts_flights", "bronze.nyc_flights")}
 
+    assert not ingest.has_work(settings)  # what a rerun checks first, without Spark
     again = ingest.run(spark, settings, "ingest-t2", T0)
     assert again.objects == 0 and again.rows == 0
     assert {t: delta.latest_version(spark, get(t).location(settings)) for t in versions} == versions
@@ -44,6 +45,8 @@ def test_ingest_is_exact_incremental_and_idempotent(empty_lake, spark, read_land
     # landing the same data again uploads nothing; a new month is the only thing ingested next
     relanded, _ = landing.land(settings, ["bts_flights"], {"2001-01", "2001-02"}, every=40)
     assert [(x.key, x.uploaded) for x in relanded] == [("bts/flights/2001-01.csv.gz", False), ("bts/flights/2001-02.csv.gz", True)]
+    assert ingest.has_work(settings) and ingest.has_work(settings, ["bts_flights"], ["2001-02"])
+    assert not ingest.has_work(settings, ["nyc_flights"]) and not ingest.has_work(settings, ["bts_flights"], ["2001-03"])
     third = ingest.run(spark, settings, "ingest-t3", T0)
     assert [(f.table, f.objects) for f in third.feeds if f.objects] == [("bronze.bts_flights", 1)]
     counts = _per_object(spark, settings, "bronze.bts_flights")

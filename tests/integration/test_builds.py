@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, 8, 0, 0)
 CODE = "test-code"
 Q = "2013Q1"
+PINNED = (SILVER_FLIGHTS, TRAINING_SET)
 STATE: dict = {}
 
 
@@ -94,7 +95,7 @@ def test_a_build_is_an_mlflow_run_with_its_delta_lineage(lake):
         assert context == "source" and source["delta_table_version"] == version == int(tags["delta_version"])
 
     artifacts = {a.path for folder in ("gates", "manifest", "schemas") for a in _client(lake).list_artifacts(first.mlflow_run_id, folder)}
-    assert {"manifest/build.json", "schemas/tables.json", f"gates/gold.training_set.{Q}.json", "gates/silver.flights.html"} <= artifacts
+    assert {"manifest/build.json", "schemas/tables.json", f"gates/gold.training_set.{Q}.json", "gates/silver.flights.json"} <= artifacts
 
 
 def test_a_delta_source_at_version_zero_keeps_its_version(lake):
@@ -152,7 +153,8 @@ def test_one_changed_value_changes_the_digest_and_the_earlier_build_still_loads(
 def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, spark):
     short = dataclasses.replace(lake, retention_days=0.0)  # everything unpinned may go
     now = datetime.now(UTC).replace(tzinfo=None)
-    reports = {r.table: r for r in maintenance.run(spark, short, now)}
+    # the two tables whose files builds pin (every table is maintained by the DAG's task in test_orchestration)
+    reports = {r.table: r for r in maintenance.run(lambda: spark, short, now, PINNED)}
     flights = reports[SILVER_FLIGHTS.name]
     assert flights.bytes_after < flights.bytes_before  # the correction's MERGE left files only old versions used
     training = reports[TRAINING_SET.name]
@@ -169,14 +171,15 @@ def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, s
     assert through_spark.count() == len(STATE["first_rows"])
 
     # the next run with the configured retention puts it back, and still spares the builds
-    again = {r.table: r for r in maintenance.run(spark, lake, datetime.now(UTC).replace(tzinfo=None))}
+    again = {r.table: r for r in maintenance.run(lambda: spark, lake, datetime.now(UTC).replace(tzinfo=None), PINNED)}
     assert again[SILVER_FLIGHTS.name].retain_hours == lake.retention_days * 24
     assert again[TRAINING_SET.name].retain_hours > lake.retention_days * 24 and again[TRAINING_SET.name].kept_for
     assert again[SILVER_FLIGHTS.name].bytes_after == flights.bytes_after  # nothing left to remove
     # and a run right after finds nothing written since: it leaves every table (and its version) alone
     versions = {t: delta.latest_version(spark, get(t).location(lake)) for t in again}
-    third = maintenance.run(spark, lake, datetime.now(UTC).replace(tzinfo=None))
-    assert all(r.skipped for r in third) and {t: delta.latest_version(spark, get(t).location(lake)) for t in again} == versions
+    asked: list[str] = []  # it decides from the Delta logs alone: no Spark session is asked for
+    third = maintenance.run(lambda: asked.append("spark") or spark, lake, datetime.now(UTC).replace(tzinfo=None), PINNED)
+    assert all(r.skipped for r in third) and asked == [] and {t: delta.latest_version(spark, get(t).location(lake)) for t in again} == versions
 
 
 def test_spark_and_spark_free_delivery_return_identical_rows(lake, spark):
@@ -258,6 +261,7 @@ def test_a_failed_build_is_a_failed_run_and_manifest_row_with_its_report(lake, s
     assert run.info.status == "FAILED" and "min_rows" in run.data.tags["error"]
     report = _client(lake).download_artifacts(failed["mlflow_run_id"], f"gates/gold.training_set.{Q}.json", dst_path=str(lake.home / "dl"))
     assert json.loads(Path(report).read_text())["success"] is False
+    assert f"gold.training_set.{Q}.html" in {a.path.removeprefix("gates/") for a in _client(lake).list_artifacts(failed["mlflow_run_id"], "gates")}
     assert delivery.resolve(lake, Q)["build_id"] == STATE["corrected"].build_id  # a failed build is never "latest"
     with pytest.raises(delivery.BuildNotFound, match="FAILED"):
         delivery.resolve(lake, Q, failed["build_id"])

@@ -7,13 +7,15 @@ triggerer on loopback, SQLite, LocalExecutor). The tests of this module share on
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
 from bronze import ingest
-from lakehouse import delivery, delta, landing, orchestrate
+from lakehouse import delivery, delta, landing, orchestrate, services
 from lakehouse.runs import RunContext
 from lakehouse.tables import INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
@@ -106,3 +108,24 @@ def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, 
     run = MlflowClient(tracking_uri=lake.mlflow_uri).get_run(failed[0]["mlflow_run_id"])
     assert run.info.status == "FAILED" and "silver.start" in run.data.tags["error"]
     assert delta.latest_version(spark, TRAINING_SET.location(lake)) == versions  # nothing downstream ran
+
+
+# ---------------------------------------------------------------- the whole stack, Airflow included
+
+
+def test_status_json_reports_every_service_healthy(cli, airflow):
+    status = json.loads(cli("status", "--json").stdout)
+    assert set(status["services"]) >= {*services.CORE, *services.AIRFLOW}
+    assert all(s["healthy"] for s in status["services"].values())
+    assert status["services"]["s3"]["url"].startswith("http://127.0.0.1:")
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(airflow):
+    pids = [services.running_pid(airflow, s.name) for s in services.SERVICES]
+    assert all(pids)
+    listening = []
+    for pid in pids:
+        parent = psutil.Process(pid)
+        for proc in [parent, *parent.children(recursive=True)]:
+            listening += [c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening and set(listening) <= {"127.0.0.1"}

@@ -88,7 +88,8 @@ def test_one_quarter_flows_from_bronze_to_gold_and_every_row_is_accounted_for(la
         assert len(g.gates) == 3
     # every gate left its report in the quality bucket
     reports = {o.object_name for o in storage.client(lake, "admin").list_objects("quality", prefix=f"reports/{report.run_id}/", recursive=True)}
-    assert f"reports/{report.run_id}/silver.flights.json" in reports and f"reports/{report.run_id}/gold.training_set.2013Q1.html" in reports
+    assert f"reports/{report.run_id}/silver.flights.json" in reports and f"reports/{report.run_id}/gold.training_set.2013Q1.json" in reports
+    assert not [r for r in reports if r.endswith(".html")]  # a rendered page only for a failed gate
 
 
 def test_weather_reaches_the_training_rows_of_new_york_airports(lake, spark):
@@ -267,6 +268,8 @@ def test_a_quarter_publishes_all_of_its_gold_tables_or_none(lake, spark, quality
     assert list(storage.client(lake, "admin").list_objects("quality", prefix="staging/", recursive=True)) == []
     report = json.loads(storage.client(lake, "admin").get_object("quality", "reports/build-test-all-or-none/gold.training_set.2013Q1.json").read())
     assert report["success"] is False and [r["rule"] for r in report["results"] if not r["success"]] == ["min_rows"]
+    page = storage.client(lake, "admin").get_object("quality", "reports/build-test-all-or-none/gold.training_set.2013Q1.html").read().decode()
+    assert "1000000000" in page  # the failed gate's rendered report shows the expectation it failed
 
 
 def test_in_one_pass_a_blocked_quarter_publishes_nothing_and_the_others_publish(lake, spark, quality_config):
