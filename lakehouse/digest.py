@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -50,11 +51,14 @@ def partial(batches: Iterable[pa.RecordBatch], columns: list[str]) -> tuple[int,
         if batch.num_rows == 0:
             continue
         parts = [_canonical(batch.column(name)) for name in columns]
-        lines = pc.binary_join_element_wise(*parts, "\x1f")
-        for value in lines.to_pylist():
-            h = hashlib.blake2b(value.encode(), digest_size=16).digest()
-            first = (first + int.from_bytes(h[:8], "little")) & _MASK
-            second = (second + int.from_bytes(h[8:], "little")) & _MASK
+        lines = pc.cast(pc.binary_join_element_wise(*parts, "\x1f"), pa.binary())  # the UTF-8 bytes
+        # one hash per row is the only Python left: the halves are summed by numpy, whose uint64
+        # arithmetic wraps modulo 2**64 as the digest's sums do
+        blake2b = hashlib.blake2b
+        hashes = b"".join([blake2b(value, digest_size=16).digest() for value in lines.to_pylist()])
+        halves = np.frombuffer(hashes, dtype="<u8").reshape(-1, 2).sum(axis=0, dtype=np.uint64)
+        first = (first + int(halves[0])) & _MASK
+        second = (second + int(halves[1])) & _MASK
         rows += batch.num_rows
     return rows, first, second
 

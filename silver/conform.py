@@ -8,8 +8,9 @@ rules section, how conflicts are resolved, its gate) and calls `run_table`:
 2. prepare (type, conform, check rules) and give every row a fate (see `lakehouse.rules`);
 3. gate `bronze_to_silver.<table>`: every input row has a fate, the quarantine share is in bounds;
 4. gate `silver.<table>` on the rows to publish, in memory (a filter of the cached fated rows);
-5. publish: MERGE into the table (one commit), MERGE the quarantined rows into
-   `silver._quarantine`, record the bronze versions read. Each step is idempotent, so a crash
+5. publish: MERGE into the table (one commit; a plain append into partitions that hold no rows
+   yet), MERGE the quarantined rows into `silver._quarantine` (likewise), record the bronze
+   versions read. Each step is idempotent, so a crash
    between them is repaired by running again.
 """
 
@@ -250,8 +251,11 @@ def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame,
 
     location = QUARANTINE.location(settings)
     delta.ensure_table(spark, settings, QUARANTINE)
-    target = DeltaTable.forPath(spark, location).alias("t")
     records = quarantine_records(fated, table, ctx)
+    if not ctx.replay and inspect.rows_in(settings, QUARANTINE, {"table_name": [table.name]}) == 0:
+        delta.insert(records, location)  # nothing of this table is quarantined yet: no MERGE needed
+        return
+    target = DeltaTable.forPath(spark, location).alias("t")
     (
         target.merge(records.alias("s"), "t.quarantine_id = s.quarantine_id AND t.table_name = s.table_name")
         .whenMatchedUpdate(set={"rule_id": "s.rule_id", "failed_rules": "s.failed_rules", "run_id": "s.run_id"})
@@ -279,8 +283,21 @@ def _record_progress(spark: SparkSession, settings: Settings, consumer: str, ver
     delta.insert(spark.createDataFrame(rows, PROGRESS.schema), PROGRESS.location(settings))
 
 
-def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext) -> tuple[int, dict[str, int]]:
-    """MERGE the staged rows into the table (and, for re-deliveries, drop the rows they replace)."""
+def _written_version(settings: Settings, table: Table) -> int:
+    """The version just committed (read from the log with delta-rs: no Spark job)."""
+    version = inspect.version(settings, table)
+    if version is None:
+        raise LookupError(f"{table.name} has no Delta log at {table.location(settings)} after a write")
+    return version
+
+
+def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext, staged_rows: int) -> tuple[int, dict[str, int]]:
+    """MERGE the staged rows into the table (and, for re-deliveries, drop the rows they replace).
+
+    Into partitions that hold no rows yet (a first build, a new month) the MERGE could only insert:
+    the rows are appended instead, in one commit, without the MERGE's join and second pass over
+    its source. A rerun after a crash finds the rows there and MERGEs, which changes nothing.
+    """
     table = spec.table
     location = table.location(settings)
     delta.ensure_table(spark, settings, table)
@@ -295,6 +312,9 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
             prune[column] = sorted(set(prune[column]) | set(months))
         listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
         delete_scope = f"t._source_object IN ({listed})" if objects else None
+    if inspect.rows_in(settings, table, prune if table.partition_by else None) == 0:
+        delta.insert(staged, location, user_metadata=ctx.run_id)
+        return _written_version(settings, table), {"numTargetRowsInserted": staged_rows, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
     version, metrics = delta.merge_upsert(spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, user_metadata=ctx.run_id)
     return version, {k: int(metrics.get(k, 0)) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
 
@@ -355,7 +375,7 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
         suite = f"silver.{spec.table.short_name}"
         quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]), ctx.gates)
         result.gates.append(suite)
-        result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx)
+        result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx, result.fates["staged"])
         if result.fates["quarantined"] or ctx.replay:
             _merge_quarantine(spark, settings, fated, spec.table, ctx)
         if not ctx.replay:

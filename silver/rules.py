@@ -76,10 +76,16 @@ def assign_fates(df: DataFrame, keys: Sequence[str], data_columns: Sequence[str]
     Among the live, valid rows sharing `keys`, the first by `prefer` is kept; the others are
     `duplicate` when their `data_columns` equal the kept row's, else `conflict`.
     """
-    live = ~F.col("_superseded") & (F.size("_failed_rules") == 0)
+    live = F.col("_live")
     fingerprint = F.xxhash64(*[F.col(c) for c in data_columns])
     by_key = Window.partitionBy(F.when(live, F.lit(1)), *keys).orderBy(*prefer)
-    ranked = df.withColumn("_rank", F.when(live, F.row_number().over(by_key))).withColumn("_same_as_kept", F.when(live, fingerprint == F.first(fingerprint).over(by_key)))
+    # both window functions in one projection over one flag column: one shuffle and sort of the
+    # rows (as two projections, Spark saw two partitionings and shuffled every row twice)
+    ranked = df.withColumn("_live", ~F.col("_superseded") & (F.size("_failed_rules") == 0)).select(
+        "*",
+        F.when(live, F.row_number().over(by_key)).alias("_rank"),
+        F.when(live, fingerprint == F.first(fingerprint).over(by_key)).alias("_same_as_kept"),
+    )
     fate = (
         F.when(F.col("_superseded"), F.lit("superseded"))
         .when(F.size("_failed_rules") > 0, F.lit("quarantined"))
@@ -87,4 +93,4 @@ def assign_fates(df: DataFrame, keys: Sequence[str], data_columns: Sequence[str]
         .when(F.col("_same_as_kept"), F.lit("duplicate"))
         .otherwise(F.lit("conflict"))
     )
-    return ranked.withColumn("_fate", fate).drop("_rank", "_same_as_kept")
+    return ranked.withColumn("_fate", fate).drop("_rank", "_same_as_kept", "_live")

@@ -103,3 +103,17 @@ def test_nyc_natural_key_ignores_values(spark, quality_config):
 def test_nyc_rules(spark, quality_config, change, rule):
     [row] = _nyc(spark, quality_config, {**NYC, **change})
     assert row._failed_rules[0] == rule
+
+
+def test_the_fates_of_prepared_rows_shuffle_them_once(spark, quality_config):
+    """Ranking and comparing with the kept row share one shuffle and sort of every row, not two."""
+    from pyspark.sql import functions as F
+
+    from silver.rules import assign_fates
+    from tests.unit.bronze_rows import prepared
+
+    rows = prepared(spark, prepare_bts, "bronze.bts_flights", [BTS, BTS, {**BTS, "delay": "x"}], quality_config["rules"]["flights"], obj="bts/flights/2001-01.csv.gz")
+    fated = assign_fates(rows, ["flight_id"], ["flight_id", "arr_delay_min"], [F.col("_row_number").asc()])
+    plan = fated._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange hashpartitioning") == 1, plan
+    assert sorted(r._fate for r in fated.collect()) == ["duplicate", "quarantined", "staged"]
