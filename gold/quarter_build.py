@@ -22,10 +22,10 @@ from pyspark.sql import functions as F
 from gold import airport_daily, route_daily, training_set
 from gold.daily import eligible
 from gold.training_set import LOOKBACK_DAYS
-from lakehouse import delta, digest, faults, quality, quarters
+from lakehouse import delta, digest, faults, inspect, quality, quarters
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
-from lakehouse.spark import job_description
+from lakehouse.spark import adaptive_for, job_description
 from lakehouse.tables import AIRPORT_DAILY, REGISTRY, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
 
 
@@ -88,6 +88,17 @@ def _any_of(conditions: list[Column]) -> Column:
 
 
 def run_gold(spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx: RunContext, reads: Mapping[str, int]) -> tuple[list[GoldResult], dict[str, quality.GateFailed]]:
+    """Build route_daily, airport_daily and the training set of the `wanted` quarters in one pass (see `_build`).
+
+    Adaptive execution follows the size of the pass: the silver rows of the months it reads, from
+    the Delta log's statistics (the demo's six quarters use it, a one-quarter correction does not).
+    """
+    months = sorted({m for q in set(wanted) for m in months_read(q)[SILVER_FLIGHTS.name]})
+    with adaptive_for(spark, settings, inspect.rows_in(settings, SILVER_FLIGHTS, {"flight_month": months})):
+        return _build(spark, settings, wanted, ctx, reads)
+
+
+def _build(spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx: RunContext, reads: Mapping[str, int]) -> tuple[list[GoldResult], dict[str, quality.GateFailed]]:
     """Build route_daily, airport_daily and the training set of the `wanted` quarters in one pass.
 
     Silver is read once into a cached projection of the columns gold needs (the quarters and the

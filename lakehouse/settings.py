@@ -70,6 +70,7 @@ class Settings:
     fail_at: str | None = None
     spark_event_log_dir: Path | None = None  # Spark event logs (`make bench` sets it), for the history server
     spark_adaptive: bool = True  # Spark's adaptive query execution (see `spark_conf`)
+    spark_adaptive_min_rows: int = 1_000_000  # below this many input rows a step runs without it (see `lakehouse.spark.adaptive_for`)
 
     @property
     def state_dir(self) -> Path:
@@ -163,6 +164,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         # costs every application ~650 MB per executor
         spark_ship_jars=get("SPARK_SHIP_JARS", "true").lower() in ("1", "true", "yes"),
         spark_adaptive=get("SPARK_ADAPTIVE", "true").lower() in ("1", "true", "yes"),
+        spark_adaptive_min_rows=int(get("SPARK_ADAPTIVE_MIN_ROWS", "1000000")),
         jars_dir=Path(get("JARS_DIR", str(PROJECT_ROOT / "jars" / "lib"))),
         sources_dir=Path(get("SOURCES_DIR", str(home / "sources"))),
         mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5000").rstrip("/"),
@@ -191,7 +193,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
         "LAKEHOUSE_SPARK_MASTER": settings.spark_master, "LAKEHOUSE_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "LAKEHOUSE_SPARK_DRIVER_HOST": settings.spark_driver_host, "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
         "LAKEHOUSE_SPARK_PYTHON": settings.spark_python, "LAKEHOUSE_SPARK_SHIP_JARS": str(settings.spark_ship_jars).lower(),
-        "LAKEHOUSE_SPARK_ADAPTIVE": str(settings.spark_adaptive).lower(),
+        "LAKEHOUSE_SPARK_ADAPTIVE": str(settings.spark_adaptive).lower(), "LAKEHOUSE_SPARK_ADAPTIVE_MIN_ROWS": str(settings.spark_adaptive_min_rows),
         "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
         "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),

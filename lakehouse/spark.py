@@ -162,3 +162,26 @@ def job_description(spark: SparkSession, text: str) -> Iterator[None]:
         yield
     finally:
         context.setJobDescription(before)  # type: ignore[arg-type]
+
+
+def adaptive_wanted(settings: Settings, rows: int | None) -> bool:
+    """Whether a step over `rows` input rows runs with adaptive execution (None: as the settings say).
+
+    Adaptive execution re-plans at every shuffle and each re-planned stage is a Spark job of its
+    own: it pays off on millions of rows (gold of the demo quarters) and costs more than it saves on
+    a dimension of a few thousand rows or a one-month correction.
+    """
+    return settings.spark_adaptive and (rows is None or rows >= settings.spark_adaptive_min_rows)
+
+
+@contextmanager
+def adaptive_for(spark: SparkSession, settings: Settings, rows: int | None) -> Iterator[bool]:
+    """Run the block with adaptive execution on or off by its input size (see `adaptive_wanted`), then restore."""
+    key = "spark.sql.adaptive.enabled"
+    before = spark.conf.get(key)
+    wanted = adaptive_wanted(settings, rows)
+    spark.conf.set(key, str(wanted).lower())
+    try:
+        yield wanted
+    finally:
+        spark.conf.set(key, before)  # type: ignore[arg-type]

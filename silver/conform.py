@@ -31,6 +31,7 @@ from lakehouse import delta, inspect, quality
 from lakehouse.quarters import object_month
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
+from lakehouse.spark import adaptive_for
 from lakehouse.tables import PROGRESS, QUARANTINE, REGISTRY, Table
 from silver.rules import FATES, assign_fates, mark_superseded
 
@@ -346,6 +347,28 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
     if not inputs:
         result.skipped, result.seconds = True, time.monotonic() - t0
         return result
+    with adaptive_for(spark, settings, None if ctx.replay else _rows_to_read(settings, inputs, expected)):
+        _conform(spark, settings, spec, ctx, inputs, versions, expected, result)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _rows_to_read(settings: Settings, inputs: Mapping[str, DataFrame], expected: Mapping[str, int]) -> int:
+    """How many bronze rows a run reads, before reading them: from the ingest log, else (a dimension's unchanged snapshot) at most its table's rows, from the Delta log."""
+    return sum(expected[name] if name in expected else inspect.rows_in(settings, REGISTRY[name]) for name in inputs)
+
+
+def _conform(
+    spark: SparkSession,
+    settings: Settings,
+    spec: SilverSpec,
+    ctx: RunContext,
+    inputs: Mapping[str, DataFrame],
+    versions: Mapping[str, int],
+    expected: Mapping[str, int],
+    result: TableResult,
+) -> None:
+    """Fates, gates and publication of one silver run's inputs (see the module docstring), into `result`."""
     cfg = ctx.config["rules"].get(spec.rule_section, {})
     fated = prepare(spark, settings, spec, inputs, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -355,8 +378,8 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
             # run does not look at them again (and `silver_pending` sees nothing new)
             if not ctx.replay:
                 _record_progress(spark, settings, spec.table.name, versions, ctx)
-            result.skipped, result.seconds = True, time.monotonic() - t0
-            return result
+            result.skipped = True
+            return
         # one pass: rows per fate and, for quarantined rows, per first failed rule
         tally = fated.groupBy("_fate", F.try_element_at("_failed_rules", F.lit(1)).alias("rule")).count().collect()
         counts: dict[str, int] = {}
@@ -383,5 +406,3 @@ def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: Ru
         result.source_versions = dict(versions)
     finally:
         fated.unpersist()
-    result.seconds = time.monotonic() - t0
-    return result

@@ -1,6 +1,6 @@
 from lakehouse.services import generate_secrets
 from lakehouse.settings import load_settings
-from lakehouse.spark import bucket_roles, spark_conf
+from lakehouse.spark import adaptive_wanted, bucket_roles, spark_conf
 from lakehouse.storage import ROLE_GRANTS, seaweed_identities
 
 
@@ -59,6 +59,14 @@ def test_adaptive_execution_is_on_and_a_setting_turns_it_off(tmp_path):
     base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_ML_ACCESS_KEY": "k", "LAKEHOUSE_ML_SECRET_KEY": "s"}
     assert spark_conf(load_settings(base), ["ml"], "t")["spark.sql.adaptive.enabled"] == "true"
     assert spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_ADAPTIVE": "false"}), ["ml"], "t")["spark.sql.adaptive.enabled"] == "false"
+
+
+def test_adaptive_execution_follows_the_rows_a_step_reads(tmp_path):
+    base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_SPARK_ADAPTIVE_MIN_ROWS": "1000"}
+    on, off = load_settings(base), load_settings({**base, "LAKEHOUSE_SPARK_ADAPTIVE": "false"})
+    assert [adaptive_wanted(on, rows) for rows in (999, 1000, 3_000_000, None)] == [False, True, True, True]
+    assert [adaptive_wanted(off, rows) for rows in (999, 3_000_000, None)] == [False, False, False]
+    assert load_settings({"LAKEHOUSE_HOME": str(tmp_path)}).spark_adaptive_min_rows == 1_000_000
 
 
 def test_event_logs_are_written_only_when_a_folder_is_set(tmp_path):
