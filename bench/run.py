@@ -72,7 +72,10 @@ def machine() -> dict[str, Any]:
 
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    # the results file is this script's own output: appending to it does not change what was measured
+    dirty = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS.relative_to(PROJECT_ROOT)}"], capture_output=True, text=True
+    ).stdout.strip()
     return {
         "cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "cpu_model": model,
         "os": platform.platform(), "python": platform.python_version(), "pyspark": version("pyspark"), "delta_spark": version("delta-spark"),

@@ -153,7 +153,8 @@ def _build(spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx: 
                 for name, frame in ((ROUTE_DAILY.name, routes), (AIRPORT_DAILY.name, origins), (TRAINING_SET.name, rows)):
                     table = REGISTRY[name]
                     delta.ensure_table(spark, settings, table)
-                    version = delta.replace_where(frame.where(in_passed), table.location(settings), predicate, user_metadata=ctx.run_id)
+                    delta.replace_where(frame.where(in_passed), table.location(settings), predicate, user_metadata=ctx.run_id)
+                    version = inspect.written_version(settings, table)
                     counts = {r["quarter"]: int(r["count"]) for r in frame.where(in_passed).groupBy("quarter").count().collect()}
                     for quarter in passed:
                         results[quarter].versions[name] = version

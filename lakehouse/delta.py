@@ -105,13 +105,16 @@ def insert(df: DataFrame, location: str, user_metadata: str | None = None) -> No
     writer.save(location)
 
 
-def replace_where(df: DataFrame, location: str, predicate: str, user_metadata: str | None = None) -> int:
-    """Atomically replace the rows matching `predicate` (e.g. one quarter) with `df`."""
+def replace_where(df: DataFrame, location: str, predicate: str, user_metadata: str | None = None) -> None:
+    """Atomically replace the rows matching `predicate` (e.g. one quarter) with `df`, in one commit.
+
+    The caller that needs the version written reads it from the log (`lakehouse.inspect.version`):
+    asking Spark for the table's history is one more job per write.
+    """
     writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)
     writer.save(location)
-    return latest_version(df.sparkSession, location)
 
 
 def merge_upsert(

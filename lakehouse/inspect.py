@@ -48,6 +48,14 @@ def version(settings: Settings, table: Table, role: str = "transform") -> int | 
     return None if dt is None else int(dt.version())
 
 
+def written_version(settings: Settings, table: Table, role: str = "transform") -> int:
+    """The version a write just committed (one writer at a time: the latest), read from the log without a Spark job."""
+    written = version(settings, table, role)
+    if written is None:
+        raise LookupError(f"{table.name} has no Delta log at {table.location(settings)} after a write")
+    return written
+
+
 def progress(settings: Settings, role: str = "transform") -> dict[tuple[str, str], int]:
     """(silver table, bronze table) -> the last bronze version that silver table processed (no JVM).
 

@@ -284,14 +284,6 @@ def _record_progress(spark: SparkSession, settings: Settings, consumer: str, ver
     delta.insert(spark.createDataFrame(rows, PROGRESS.schema), PROGRESS.location(settings))
 
 
-def _written_version(settings: Settings, table: Table) -> int:
-    """The version just committed (read from the log with delta-rs: no Spark job)."""
-    version = inspect.version(settings, table)
-    if version is None:
-        raise LookupError(f"{table.name} has no Delta log at {table.location(settings)} after a write")
-    return version
-
-
 def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext, staged_rows: int) -> tuple[int, dict[str, int]]:
     """MERGE the staged rows into the table (and, for re-deliveries, drop the rows they replace).
 
@@ -315,7 +307,7 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
         delete_scope = f"t._source_object IN ({listed})" if objects else None
     if inspect.rows_in(settings, table, prune if table.partition_by else None) == 0:
         delta.insert(staged, location, user_metadata=ctx.run_id)
-        return _written_version(settings, table), {"numTargetRowsInserted": staged_rows, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
+        return inspect.written_version(settings, table), {"numTargetRowsInserted": staged_rows, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
     version, metrics = delta.merge_upsert(spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, user_metadata=ctx.run_id)
     return version, {k: int(metrics.get(k, 0)) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
 
