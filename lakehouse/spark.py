@@ -37,15 +37,6 @@ _S3A = {
 }
 
 
-#: In local mode shuffle files and cached frames never cross a network: compressing them only
-#: spends the CPU that the build is short of (page cache and the driver's heap hold them).
-_LOCAL = {
-    "spark.shuffle.compress": "false",
-    "spark.shuffle.spill.compress": "false",
-    "spark.sql.inMemoryColumnarStorage.compressed": "false",
-}
-
-
 class JarsMissing(UserError):
     """The Delta and S3A jars have not been resolved yet."""
 
@@ -102,8 +93,6 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str) -> dict[
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
     }
     conf.update({f"spark.hadoop.{k}": v for k, v in _S3A.items()})
-    if settings.spark_master.startswith("local"):
-        conf.update(_LOCAL)
     if settings.spark_event_log_dir is not None:
         # one event log per application: the history server (or any reader) names the slow job
         conf["spark.eventLog.enabled"] = "true"

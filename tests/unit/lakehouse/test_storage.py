@@ -79,13 +79,3 @@ def test_event_logs_are_written_only_when_a_folder_is_set(tmp_path):
     assert conf["spark.eventLog.enabled"] == "true" and conf["spark.eventLog.dir"] == (tmp_path / "events").as_uri()
     assert conf["spark.eventLog.compress"] == "false"
 
-
-def test_local_mode_does_not_compress_what_never_leaves_the_machine(tmp_path):
-    (tmp_path / "jars").mkdir()
-    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
-        (tmp_path / "jars" / jar).write_bytes(b"")
-    base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_ML_ACCESS_KEY": "k", "LAKEHOUSE_ML_SECRET_KEY": "s"}
-    local = spark_conf(load_settings(base), ["ml"], "t")
-    assert (local["spark.shuffle.compress"], local["spark.sql.inMemoryColumnarStorage.compressed"]) == ("false", "false")
-    cluster = spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_MASTER": "spark://127.0.0.1:7077"}), ["ml"], "t")
-    assert "spark.shuffle.compress" not in cluster and "spark.sql.inMemoryColumnarStorage.compressed" not in cluster
