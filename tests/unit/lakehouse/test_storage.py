@@ -78,4 +78,3 @@ def test_event_logs_are_written_only_when_a_folder_is_set(tmp_path):
     conf = spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_EVENT_LOG_DIR": str(tmp_path / "events")}), ["ml"], "t")
     assert conf["spark.eventLog.enabled"] == "true" and conf["spark.eventLog.dir"] == (tmp_path / "events").as_uri()
     assert conf["spark.eventLog.compress"] == "false"
-
