@@ -95,17 +95,20 @@ def run_gold(spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx
     """
     months = sorted({m for q in set(wanted) for m in months_read(q)[SILVER_FLIGHTS.name]})
     with adaptive_for(spark, settings, inspect.rows_in(settings, SILVER_FLIGHTS, {"flight_month": months})):
-        return _build(spark, settings, wanted, ctx, reads)
+        return _build(spark, settings, wanted, months, ctx, reads)
 
 
-def _build(spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx: RunContext, reads: Mapping[str, int]) -> tuple[list[GoldResult], dict[str, quality.GateFailed]]:
+def _build(
+    spark: SparkSession, settings: Settings, wanted: Sequence[str], months: Sequence[str], ctx: RunContext, reads: Mapping[str, int]
+) -> tuple[list[GoldResult], dict[str, quality.GateFailed]]:
     """Build route_daily, airport_daily and the training set of the `wanted` quarters in one pass.
 
     Silver is read once into a cached projection of the columns gold needs (the quarters and the
     lookback before each); the three outputs of every quarter are computed once and cached; each
     quarter's three gates run on the cached rows; then each gold table is written once, replacing
     the partitions of the quarters whose three gates all passed (a blocked quarter publishes none of
-    its tables). The digests come from the same cached rows. Returns the results in quarter order
+    its tables). The digests come from the same cached rows. `months` are the silver.flights
+    months the quarters read (`months_read`). Returns the results in quarter order
     and the gate failures by quarter. `reads` are the versions of the tables read, to record
     (the latest: one writer at a time, so nothing commits in between).
     """
@@ -114,7 +117,6 @@ def _build(spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx: 
     results = {q: GoldResult(q, read_versions=dict(reads)) for q in periods}
     failures: dict[str, quality.GateFailed] = {}
     lookback = timedelta(days=LOOKBACK_DAYS)
-    months = sorted({m for q in periods for m in months_read(q)[SILVER_FLIGHTS.name]})
     # the latest versions, recorded as read: one writer at a time, so nothing commits in between (a
     # versionAsOf read of them would be refused once their commit is older than the file retention)
     silver_flights = (

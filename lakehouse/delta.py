@@ -108,7 +108,7 @@ def insert(df: DataFrame, location: str, user_metadata: str | None = None) -> No
 def replace_where(df: DataFrame, location: str, predicate: str, user_metadata: str | None = None) -> None:
     """Atomically replace the rows matching `predicate` (e.g. one quarter) with `df`, in one commit.
 
-    The caller that needs the version written reads it from the log (`lakehouse.inspect.version`):
+    The caller that needs the version written reads it from the log (`lakehouse.inspect.written_version`):
     asking Spark for the table's history is one more job per write.
     """
     writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)

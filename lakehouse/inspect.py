@@ -6,6 +6,7 @@ statistics in the log) and stream data with pyarrow, batch by batch.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -107,7 +108,11 @@ def arrow_dataset(settings: Settings, dt: DeltaTable, role: str = "transform") -
 
 def row_count(dt: DeltaTable) -> int:
     """Rows in the current snapshot, from the per-file statistics in the log."""
-    actions = pa.table(dt.get_add_actions(flatten=True))
+    return row_count_of(pa.table(dt.get_add_actions(flatten=True)))
+
+
+def row_count_of(actions: pa.Table) -> int:
+    """Rows in the files of a snapshot's add actions (flattened), from their statistics."""
     return int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
 
 
@@ -120,13 +125,13 @@ def rows_in(settings: Settings, table: Table, partitions: Mapping[str, Iterable[
     dt = open_table(settings, table, role)
     if dt is None:
         return 0
+    if not partitions:
+        return row_count(dt)
     actions = pa.table(dt.get_add_actions(flatten=True))
     if actions.num_rows == 0:
         return 0
-    keep = pa.array([True] * actions.num_rows)
-    for column, values in (partitions or {}).items():
-        keep = pc.and_(keep, pc.is_in(actions.column(f"partition.{column}"), pa.array(sorted({str(v) for v in values}), pa.string())))
-    return int(pc.sum(actions.filter(keep).column("num_records")).as_py() or 0)
+    wanted = [pc.is_in(actions.column(f"partition.{column}"), pa.array(sorted({str(v) for v in values}), pa.string())) for column, values in partitions.items()]
+    return row_count_of(actions.filter(functools.reduce(pc.and_, wanted)))
 
 
 def overview(settings: Settings, role: str = "transform") -> list[dict[str, Any]]:

@@ -175,13 +175,12 @@ def adaptive_wanted(settings: Settings, rows: int | None) -> bool:
 
 
 @contextmanager
-def adaptive_for(spark: SparkSession, settings: Settings, rows: int | None) -> Iterator[bool]:
+def adaptive_for(spark: SparkSession, settings: Settings, rows: int | None) -> Iterator[None]:
     """Run the block with adaptive execution on or off by its input size (see `adaptive_wanted`), then restore."""
     key = "spark.sql.adaptive.enabled"
     before = spark.conf.get(key)
-    wanted = adaptive_wanted(settings, rows)
-    spark.conf.set(key, str(wanted).lower())
+    spark.conf.set(key, str(adaptive_wanted(settings, rows)).lower())
     try:
-        yield wanted
+        yield
     finally:
         spark.conf.set(key, before)  # type: ignore[arg-type]
