@@ -17,12 +17,12 @@ SOURCES     := $(LAKEHOUSE_HOME)/sources
 VEGA        := vega-datasets-3.2.1
 VEGA_SHA256 := 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3
 
-.PHONY: help setup venv jars data up down status demo lint test test-unit bench clean-state
+.PHONY: help setup venv jars class-archive data up down status demo lint test test-unit bench clean-state
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: venv jars data tools  ## venv with the locked dependencies, Spark jars, demo data (idempotent)
+setup: venv jars class-archive data tools  ## venv with the locked dependencies, Spark jars and their class archive, demo data (idempotent)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/lock.txt pyproject.toml
@@ -41,6 +41,12 @@ jars/lib/.resolved: jars/pom.xml scripts/prune_jars.py $(VENV)/.installed
 	mvn --quiet --batch-mode -f jars/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	$(BIN)/python scripts/prune_jars.py jars/lib
 	@touch $@
+
+# the driver JVM's class-data archive: Spark, Delta and S3A classes mapped at each start instead of
+# loaded one by one (lakehouse/spark.py); made again whenever the jars or the venv change
+class-archive: jars/lib/spark-driver.jsa
+jars/lib/spark-driver.jsa: jars/lib/.resolved scripts/class_archive.py
+	$(BIN)/python scripts/class_archive.py $@
 
 data: $(SOURCES)/$(VEGA)/.fetched
 $(SOURCES)/$(VEGA)/.fetched:

@@ -71,6 +71,8 @@ class Settings:
     spark_event_log_dir: Path | None = None  # Spark event logs (`make bench` sets it), for the history server
     spark_adaptive: bool = True  # Spark's adaptive query execution (see `spark_conf`)
     spark_adaptive_min_rows: int = 1_000_000  # below this many input rows a step runs without it (see `lakehouse.spark.adaptive_for`)
+    spark_client_compiler_rows: int = 1_000_000  # a step that reads fewer rows runs its JVM with the client compiler only (see `lakehouse.spark.driver_java_options`)
+    spark_driver_java_options: str = ""  # more options for the driver's JVM (the tests: -XX:TieredStopAtLevel=1, see `lakehouse.spark.spark_conf`)
 
     @property
     def state_dir(self) -> Path:
@@ -165,6 +167,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         spark_ship_jars=get("SPARK_SHIP_JARS", "true").lower() in ("1", "true", "yes"),
         spark_adaptive=get("SPARK_ADAPTIVE", "true").lower() in ("1", "true", "yes"),
         spark_adaptive_min_rows=int(get("SPARK_ADAPTIVE_MIN_ROWS", "1000000")),
+        spark_client_compiler_rows=int(get("SPARK_CLIENT_COMPILER_ROWS", "1000000")),
         jars_dir=Path(get("JARS_DIR", str(PROJECT_ROOT / "jars" / "lib"))),
         sources_dir=Path(get("SOURCES_DIR", str(home / "sources"))),
         mlflow_uri=get("MLFLOW_URI", "http://127.0.0.1:5000").rstrip("/"),
@@ -178,6 +181,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
         spark_event_log_dir=Path(values["LAKEHOUSE_SPARK_EVENT_LOG_DIR"]) if values.get("LAKEHOUSE_SPARK_EVENT_LOG_DIR") else None,
+        spark_driver_java_options=values.get("LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS", "").strip(),
     )
 
 
@@ -194,6 +198,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
         "LAKEHOUSE_SPARK_DRIVER_HOST": settings.spark_driver_host, "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
         "LAKEHOUSE_SPARK_PYTHON": settings.spark_python, "LAKEHOUSE_SPARK_SHIP_JARS": str(settings.spark_ship_jars).lower(),
         "LAKEHOUSE_SPARK_ADAPTIVE": str(settings.spark_adaptive).lower(), "LAKEHOUSE_SPARK_ADAPTIVE_MIN_ROWS": str(settings.spark_adaptive_min_rows),
+        "LAKEHOUSE_SPARK_CLIENT_COMPILER_ROWS": str(settings.spark_client_compiler_rows),
         "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
         "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
@@ -208,6 +213,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
     optional = (
         ("CODE_VERSION", settings.code_version), ("FAIL_AT", settings.fail_at), ("AIRFLOW_PASSWORD", settings.airflow_password),
         ("SPARK_EVENT_LOG_DIR", settings.spark_event_log_dir and str(settings.spark_event_log_dir)),
+        ("SPARK_DRIVER_JAVA_OPTIONS", settings.spark_driver_java_options),
     )  # fmt: skip
     for name, value in optional:
         if value:

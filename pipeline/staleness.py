@@ -17,6 +17,7 @@ from gold.quarter_build import GoldResult, months_read
 from lakehouse import delivery, delta, inspect
 from lakehouse.settings import PROJECT_ROOT, Settings
 from lakehouse.tables import REGISTRY, SILVER_FLIGHTS, SILVER_WEATHER
+from silver.conform import logged_rows
 from silver.layer import SILVER_JOBS
 
 
@@ -41,6 +42,23 @@ def silver_pending(settings: Settings) -> list[str]:
                 pending.append(consumer)
                 break
     return pending
+
+
+def rows_to_read(settings: Settings, stale: Sequence[str]) -> int:
+    """About how many rows a build reads, before it starts (no JVM): the bronze rows silver has not
+    processed (the ingest log's counts) and the silver flights of the months the `stale` quarters read.
+    """
+    done, logged = inspect.progress(settings), inspect.ingested(settings)
+    rows = 0
+    for job in SILVER_JOBS:
+        consumer = job.SPEC.table.name
+        for source in job.SPEC.prepare:
+            version = inspect.version(settings, REGISTRY[source])
+            after = done.get((consumer, source), -1)
+            if version is not None and version > after:
+                rows += logged_rows([r for r in logged if r["feed"] == source], after, version)
+    months = sorted({m for q in stale for m in months_read(q)[SILVER_FLIGHTS.name]})
+    return rows + (inspect.rows_in(settings, SILVER_FLIGHTS, {"flight_month": months}) if months else 0)
 
 
 def config_digest(config: Mapping[str, Any]) -> str:

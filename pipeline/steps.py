@@ -204,8 +204,9 @@ def build_step(
                 on_gold(gold_result)
         return report
     t0 = time.monotonic()
+    rows = staleness.rows_to_read(settings, list(stale))
     _import_while_spark_starts()
-    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
+    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}", rows=rows)
     spark_s = time.monotonic() - t0
     report = build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
     report.seconds = {"spark start": spark_s, **report.seconds}

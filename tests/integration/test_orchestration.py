@@ -12,6 +12,7 @@ from datetime import datetime
 
 import psutil
 import pytest
+from airflow_client.client import DAGPatchBody
 from mlflow import MlflowClient
 
 from bronze import ingest
@@ -97,7 +98,8 @@ def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, 
     versions = delta.latest_version(spark, TRAINING_SET.location(lake))
     # the backfill above unpaused the DAG: paused, the running scheduler leaves the test run's
     # retries to `dags test` (unpaused, it ran a retry itself, without the fault, and it passed)
-    cli("airflow", "dags", "pause", "lakehouse_quarterly_build")
+    client = orchestrate.AirflowClient(lake)
+    client.call(client.dags.patch_dag, orchestrate.BUILD_DAG, DAGPatchBody(is_paused=True))
     env = {"LAKEHOUSE_FAIL_AT": "silver.start", "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1"}  # every try of the build fails
     done = cli("airflow", "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env, check=False, timeout=1200)
     output = done.stdout + done.stderr

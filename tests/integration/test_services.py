@@ -1,9 +1,12 @@
 """The local services: least-privilege access, no anonymous access (health and loopback binding of the
-whole stack, Airflow included, are checked in test_orchestration.py, where Airflow runs)."""
+whole stack, Airflow included, are checked in test_orchestration.py, where Airflow runs); the Spark
+driver's JVM as `make setup` prepared it."""
 
 from __future__ import annotations
 
 import io
+import re
+import subprocess
 
 import psutil
 import pytest
@@ -12,6 +15,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from lakehouse import services, storage
+from lakehouse.spark import class_archive
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +69,14 @@ def test_jupyterlab_starts_on_request_on_loopback_behind_its_token(stack):
     finally:
         services.stop(stack, "jupyter")
     assert services.running_pid(stack, "jupyter") is None
+
+
+def test_the_spark_driver_maps_the_class_archive_that_setup_wrote(spark, settings):
+    archive = class_archive(settings)
+    assert archive.is_file(), f"{archive}: `make setup` writes it (scripts/class_archive.py)"
+    pid = spark._jvm.java.lang.ProcessHandle.current().pid()
+    info = subprocess.run(["jcmd", str(pid), "VM.info"], capture_output=True, text=True, timeout=120, check=True).stdout
+    [mapped] = re.findall(r"CDS archive\(s\) mapped at: .*size (\d+)", info)
+    assert int(mapped) >= archive.stat().st_size  # the JDK's base archive with ours on top
+    flags = subprocess.run(["jcmd", str(pid), "VM.flags"], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "-XX:TieredStopAtLevel=1" in flags  # LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS of the tests (tests/conftest.py)

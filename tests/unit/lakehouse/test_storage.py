@@ -1,6 +1,6 @@
 from lakehouse.services import generate_secrets
 from lakehouse.settings import load_settings
-from lakehouse.spark import adaptive_wanted, bucket_roles, spark_conf
+from lakehouse.spark import adaptive_wanted, bucket_roles, class_archive, client_compiler_wanted, spark_conf
 from lakehouse.storage import ROLE_GRANTS, seaweed_identities
 
 
@@ -78,3 +78,30 @@ def test_event_logs_are_written_only_when_a_folder_is_set(tmp_path):
     conf = spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_EVENT_LOG_DIR": str(tmp_path / "events")}), ["ml"], "t")
     assert conf["spark.eventLog.enabled"] == "true" and conf["spark.eventLog.dir"] == (tmp_path / "events").as_uri()
     assert conf["spark.eventLog.compress"] == "false"
+
+
+def test_the_driver_jvm_maps_the_class_archive_when_setup_made_one_and_takes_extra_options(tmp_path):
+    (tmp_path / "jars").mkdir()
+    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
+        (tmp_path / "jars" / jar).write_bytes(b"")
+    base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_ML_ACCESS_KEY": "k", "LAKEHOUSE_ML_SECRET_KEY": "s"}
+    options = spark_conf(load_settings(base), ["ml"], "t")["spark.driver.extraJavaOptions"]
+    assert options.startswith("-Dlog4j.configurationFile=file:") and "SharedArchiveFile" not in options
+
+    archive = class_archive(load_settings(base))
+    archive.write_bytes(b"")
+    options = spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS": " -XX:+UseSerialGC "}), ["ml"], "t")["spark.driver.extraJavaOptions"]
+    assert f"-XX:SharedArchiveFile={archive} " in options and options.endswith(" -XX:+UseSerialGC")
+
+
+def test_a_small_step_compiles_with_the_client_compiler_only(tmp_path):
+    (tmp_path / "jars").mkdir()
+    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
+        (tmp_path / "jars" / jar).write_bytes(b"")
+    base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_SPARK_CLIENT_COMPILER_ROWS": "1000"}
+    settings = load_settings(base)
+    assert [client_compiler_wanted(settings, rows) for rows in (0, 999, 1000, None)] == [True, True, False, False]
+    assert "-XX:TieredStopAtLevel=1" in spark_conf(settings, [], "t", rows=999)["spark.driver.extraJavaOptions"]
+    assert "TieredStopAtLevel" not in spark_conf(settings, [], "t", rows=5000)["spark.driver.extraJavaOptions"]
+    assert "TieredStopAtLevel" not in spark_conf(settings, [], "t")["spark.driver.extraJavaOptions"]  # size unknown
+    assert load_settings({"LAKEHOUSE_HOME": str(tmp_path)}).spark_client_compiler_rows == 1_000_000
