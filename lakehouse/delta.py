@@ -38,7 +38,7 @@ def exists(spark: SparkSession, location: str) -> bool:
 
 
 def ensure_table(spark: SparkSession, settings: Settings, table: Table, location: str | None = None) -> DeltaTable:
-    """Create the table from its registry entry (schema, partitioning, properties, constraints) if absent.
+    """Create the table from its registry entry (schema, partitioning, properties, constraints) if absent, in one commit.
 
     An existing table is left as it is: changing a table's definition is an explicit migration.
     """
@@ -52,10 +52,7 @@ def ensure_table(spark: SparkSession, settings: Settings, table: Table, location
         builder = builder.partitionedBy(*table.partition_by)
     for key, value in {**table.table_properties(), **retention_properties(settings.retention_days * 24)}.items():
         builder = builder.property(key, value)
-    delta_table = builder.execute()
-    for name, expression in table.constraints.items():
-        spark.sql(f"ALTER TABLE delta.`{location}` ADD CONSTRAINT {name} CHECK ({expression})")
-    return delta_table
+    return builder.execute()
 
 
 def read(spark: SparkSession, location: str, version: int | None = None) -> DataFrame:
