@@ -233,6 +233,31 @@ def wait(
         time.sleep(poll_s)
 
 
+def scheduler_caught_up(next_run_after: datetime | None, now: datetime) -> bool:
+    """Whether the scheduler has made the run an unpaused DAG was due: its next run is not due yet (or there is none)."""
+    return next_run_after is None or next_run_after > now
+
+
+def unpause(client: AirflowClient, settle_s: float = 60, poll_s: float = 0.5) -> None:
+    """Unpause the build DAG and wait until the scheduler has made the run it was due.
+
+    Unpaused, a DAG without catch-up gets one scheduled run of its latest interval at the
+    scheduler's next loop. A backfill created at that moment raced with it: with SQLite the
+    scheduler then died of a StaleDataError on `dag_run` and the backfill waited forever. So a
+    backfill starts only once the DAG's next run lies in the future (or after `settle_s`).
+    """
+    from airflow_client.client import DAGPatchBody
+
+    if not client.call(client.dags.get_dag, BUILD_DAG).is_paused:
+        return
+    client.call(client.dags.patch_dag, BUILD_DAG, DAGPatchBody(is_paused=False))
+    settled = time.monotonic() + settle_s
+    while time.monotonic() < settled:
+        if scheduler_caught_up(client.call(client.dags.get_dag, BUILD_DAG).next_dagrun_run_after, datetime.now(UTC)):
+            return
+        time.sleep(poll_s)
+
+
 def run_quarters(
     client: AirflowClient,
     wanted: Iterable[str],
@@ -244,10 +269,8 @@ def run_quarters(
 ) -> dict[str, QuarterRun]:
     """Unpause the build DAG, then backfill each range of consecutive quarters in turn and wait for it."""
     wanted = sorted(set(wanted))
-    from airflow_client.client import DAGPatchBody
-
-    client.call(client.dags.patch_dag, BUILD_DAG, DAGPatchBody(is_paused=False))
     deadline = time.monotonic() + timeout_s
+    unpause(client)
     runs: dict[str, QuarterRun] = {}
     for first, last in quarter_ranges(wanted):
         backfill_id = create_backfill(client, first, last, force)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
 from lakehouse import quarters
-from lakehouse.orchestrate import quarter_ranges
+from lakehouse.orchestrate import quarter_ranges, scheduler_caught_up
 
 
 def test_a_quarter_long_interval_names_its_quarter():
@@ -24,3 +24,12 @@ def test_consecutive_quarters_share_one_backfill_and_gaps_split_them():
         (date(2013, 10, 1), date(2013, 10, 1)),
     ]
     assert quarter_ranges(["2012Q4", "2013Q1"]) == [(date(2012, 10, 1), date(2013, 1, 1))]
+
+
+def test_a_backfill_waits_until_the_unpaused_dags_due_run_is_made():
+    now = datetime(2026, 12, 6, 5, 12, tzinfo=UTC)
+    # paused since it was parsed: its latest interval's run (2026Q3, due 2026-10-01) is not made yet
+    assert not scheduler_caught_up(datetime(2026, 10, 1, tzinfo=UTC), now)
+    # the scheduler made it: the next one is due 2027-01-01
+    assert scheduler_caught_up(datetime(2027, 1, 1, tzinfo=UTC), now)
+    assert scheduler_caught_up(None, now)
