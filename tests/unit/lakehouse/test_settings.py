@@ -59,16 +59,3 @@ def test_the_environment_of_a_child_process_rebuilds_the_same_settings():
         }
     )  # fmt: skip
     assert settings_from_mapping(to_environment(original)) == original
-
-
-def test_the_local_airflow_waits_for_a_locked_sqlite_database(tmp_path: Path):
-    from importlib import import_module
-
-    from lakehouse import services
-
-    settings = settings_from_mapping(services.second_stack_environment(tmp_path, tmp_path))
-    env = services.airflow_env(settings)
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
-    # Airflow imports this path (conf.getimport) and passes the dict to sqlite3.connect
-    module, _, name = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"].rpartition(".")
-    assert getattr(import_module(module), name)["timeout"] >= 30
