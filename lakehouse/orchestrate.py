@@ -129,7 +129,7 @@ class QuarterRun:
     run_type: str = "backfill"
 
 
-def create_backfill(client: AirflowClient, first: date, last: date, force: bool = False) -> int:
+def create_backfill(client: AirflowClient, first: date, last: date, force: bool = False, attempts: int = 4, pause_s: float = 5) -> int:
     """A backfill of the build DAG over the quarters starting `first` .. `last`; return its id.
 
     A quarter whose run already succeeded is not run again unless `force` (then it is rebuilt even
@@ -137,6 +137,9 @@ def create_backfill(client: AirflowClient, first: date, last: date, force: bool 
     The runs go newest first: a run builds its quarter and every earlier stale one in one pass, so
     the first run builds the whole range and the others find their quarters up to date (decided
     without starting Spark).
+
+    A 500 or no answer in time (SQLite busy: a task of the scheduled run held the database) is
+    tried again, unless the backfill was made after all (Airflow answered only after committing it).
     """
     from airflow_client.client import BackfillPostBody, ReprocessBehavior
 
@@ -144,7 +147,35 @@ def create_backfill(client: AirflowClient, first: date, last: date, force: bool 
         dag_id=BUILD_DAG, from_date=_midnight(first), to_date=_midnight(last), run_backwards=True, dag_run_conf={"force": force},
         reprocess_behavior=ReprocessBehavior.COMPLETED if force else ReprocessBehavior.FAILED, max_active_runs=1,
     )  # fmt: skip
-    return client.call(client.backfills.create_backfill, body).id
+    for attempt in range(attempts):
+        try:
+            return client.call(client.backfills.create_backfill, body).id
+        except AirflowError as error:
+            if attempt == attempts - 1 or not transient(error):
+                raise
+            made = open_backfill(client, first, last)
+            if made is not None:
+                return made
+            time.sleep(pause_s)
+    raise AssertionError("unreachable")
+
+
+def transient(error: AirflowError) -> bool:
+    """Whether a failed call may succeed when made again: a 500 or 503, or no answer in time."""
+    from airflow_client.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    cause = error.__cause__
+    return isinstance(cause, HTTPError) or (isinstance(cause, ApiException) and cause.status in (500, 503))
+
+
+def open_backfill(client: AirflowClient, first: date, last: date) -> int | None:
+    """The id of the build DAG's unfinished backfill over exactly `first` .. `last`, if there is one."""
+    for backfill in client.call(client.backfills.list_backfills, BUILD_DAG, order_by=["-id"], limit=20).backfills:
+        span = (backfill.from_date.astimezone(UTC).date(), backfill.to_date.astimezone(UTC).date())
+        if backfill.completed_at is None and span == (first, last):
+            return backfill.id
+    return None
 
 
 def _midnight(day: date) -> datetime:

@@ -33,3 +33,22 @@ def test_a_backfill_waits_until_the_unpaused_dags_due_run_is_made():
     # the scheduler made it: the next one is due 2027-01-01
     assert scheduler_caught_up(datetime(2027, 1, 1, tzinfo=UTC), now)
     assert scheduler_caught_up(None, now)
+
+
+def test_a_busy_airflow_is_tried_again_and_a_refusal_is_not():
+    from airflow_client.client.exceptions import ApiException
+    from urllib3.exceptions import ReadTimeoutError
+
+    from lakehouse.orchestrate import AirflowError, transient
+
+    def failed(cause: Exception) -> AirflowError:
+        try:
+            raise AirflowError("create_backfill failed") from cause
+        except AirflowError as error:
+            return error
+
+    assert transient(failed(ApiException(status=500, reason="Database error")))
+    assert transient(failed(ApiException(status=503, reason="busy")))
+    assert transient(failed(ReadTimeoutError(None, "/api/v2/backfills", "read timed out")))
+    assert not transient(failed(ApiException(status=409, reason="a backfill is running")))
+    assert not transient(failed(ApiException(status=422, reason="invalid body")))
