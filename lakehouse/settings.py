@@ -65,6 +65,7 @@ class Settings:
     weed_port_base: int
     quality_config: Path
     retention_days: float = 200.0
+    compact_min_files: int = 16  # maintenance compacts a partition once it holds this many files (see `lakehouse.maintenance`)
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
     code_version: str | None = None
     fail_at: str | None = None
@@ -177,6 +178,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         quality_config=Path(get("QUALITY_CONFIG", str(PROJECT_ROOT / "config" / "quality.toml"))),
         # Delta log and deleted-file retention: two quarters plus a margin
         retention_days=float(get("RETENTION_DAYS", "200")),
+        compact_min_files=max(2, int(get("COMPACT_MIN_FILES", "16"))),
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
@@ -202,7 +204,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
         "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
         "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
-        "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days),
+        "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days), "LAKEHOUSE_COMPACT_MIN_FILES": str(settings.compact_min_files),
         **{f"LAKEHOUSE_BUCKET_{name.upper()}": bucket for name, bucket in settings.buckets.items()},
     }  # fmt: skip
     for role, creds in settings.credentials.items():

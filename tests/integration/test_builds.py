@@ -22,7 +22,7 @@ from minio.error import S3Error
 from mlflow import MlflowClient
 
 from bronze import ingest
-from lakehouse import delivery, delta, digest, landing, maintenance, quality, storage, tracking
+from lakehouse import delivery, delta, digest, inspect, landing, maintenance, quality, storage, tracking
 from lakehouse.runs import RunContext
 from lakehouse.tables import BUILDS, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
@@ -151,12 +151,16 @@ def test_one_changed_value_changes_the_digest_and_the_earlier_build_still_loads(
 
 
 def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, spark):
-    short = dataclasses.replace(lake, retention_days=0.0)  # everything unpinned may go
+    # everything unpinned may go, and every partition of two files or more is compacted
+    short = dataclasses.replace(lake, retention_days=0.0, compact_min_files=2)
     now = datetime.now(UTC).replace(tzinfo=None)
     # the two tables whose files builds pin (every table is maintained by the DAG's task in test_orchestration)
     reports = {r.table: r for r in maintenance.run(lambda: spark, short, now, PINNED)}
     flights = reports[SILVER_FLIGHTS.name]
     assert flights.bytes_after < flights.bytes_before  # the correction's MERGE left files only old versions used
+    layout = inspect.open_table(lake, SILVER_FLIGHTS, "transform")
+    months = [a["partition.flight_month"] for a in pa.table(layout.get_add_actions(flatten=True)).to_pylist()]
+    assert months and len(months) == len(set(months))  # Z-ordered into one file per month
     training = reports[TRAINING_SET.name]
     assert training.kept_for and STATE["first"].build_id in training.kept_for[0]
     assert training.retain_hours > 0

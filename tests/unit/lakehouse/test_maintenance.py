@@ -16,8 +16,10 @@ def _millis(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def test_a_table_without_zorder_is_compacted_whole():
-    assert optimize_statement("s3a://b/t", None, None) == "OPTIMIZE delta.`s3a://b/t`"
+def test_a_table_without_zorder_compacts_only_its_fragmented_partitions():
+    assert optimize_statement("s3a://b/t", None, [{}]) == "OPTIMIZE delta.`s3a://b/t`"  # a table without partitions
+    assert optimize_statement("s3a://b/t", None, [{"m": "2013-01"}]) == "OPTIMIZE delta.`s3a://b/t` WHERE (`m` = '2013-01')"
+    assert optimize_statement("s3a://b/t", None, []) is None
 
 
 def test_zorder_covers_only_fragmented_partitions_and_nothing_when_none_are():
@@ -51,12 +53,14 @@ def test_retention_is_current_only_when_both_properties_match():
     assert not retention_current({}, 4800.0)
 
 
-def test_only_partitions_of_several_files_need_compaction():
-    actions = [{"partition.m": "2013-01"}, {"partition.m": "2013-01"}, {"partition.m": "2013-02"}]
-    assert fragmented(actions, ("m",)) == [{"m": "2013-01"}]
-    assert fragmented(actions[1:], ("m",)) == []
-    assert fragmented([{}, {}], ()) == [{}]  # a table without partitions, of two files
-    assert fragmented([{}], ()) == []
+def test_only_partitions_of_enough_files_need_compaction():
+    actions = [{"partition.m": "2013-01"}] * 3 + [{"partition.m": "2013-02"}] * 2 + [{"partition.m": "2013-03"}]
+    assert fragmented(actions, ("m",), 3) == [{"m": "2013-01"}]
+    assert fragmented(actions, ("m",), 2) == [{"m": "2013-01"}, {"m": "2013-02"}]
+    assert fragmented(actions, ("m",), 4) == []
+    assert fragmented(actions, ("m",), 1) == fragmented(actions, ("m",), 2)  # one file is compact whatever the setting
+    assert fragmented([{}] * 16, (), 16) == [{}]  # a table without partitions, of 16 files
+    assert fragmented([{}] * 15, (), 16) == []
 
 
 def test_vacuum_has_work_only_for_files_outside_the_snapshot_older_than_the_retention():
