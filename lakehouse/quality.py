@@ -40,8 +40,9 @@ class Check:
     """One expectation of a suite, named by a rule id that the report and errors use."""
 
     rule: str
-    expectation: str  # a class name in great_expectations.expectations
+    expectation: str  # a class name in great_expectations.expectations or lakehouse.expectations
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    derive: tuple[tuple[str, str], ...] = ()  # (column, SQL expression): columns added to the frame for this check
 
 
 @dataclass
@@ -92,12 +93,16 @@ def _exception_message(info: Mapping[str, Any] | None) -> str | None:
     return "; ".join(m for m in messages if m) or None
 
 
+#: Expectations whose observed value is a number of offending rows.
+_COUNTS_UNEXPECTED = ("unexpected_rows_expectation", "expect_column_values_to_be_distinct")
+
+
 def _summarize(result: Any) -> list[dict[str, Any]]:
     rows = []
     for r in result.results:
         config, detail = r.expectation_config, (r.result or {})
         unexpected = detail.get("unexpected_count")
-        if unexpected is None and config.type == "unexpected_rows_expectation":
+        if unexpected is None and config.type in _COUNTS_UNEXPECTED:
             unexpected = detail.get("observed_value")
         rows.append(
             {
@@ -128,15 +133,25 @@ def _run_suite(df: DataFrame, suite: str, checks: Sequence[Check], result_format
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    from lakehouse import expectations as own
+
     context = gx.get_context(mode="ephemeral")  # a fresh context per gate: names never collide
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    expectations = [getattr(gxe, c.expectation)(**c.kwargs, meta={"rule": c.rule}) for c in checks]
+    expectations = [(getattr(gxe, c.expectation, None) or getattr(own, c.expectation))(**c.kwargs, meta={"rule": c.rule}) for c in checks]
     # persist=False: GX would cache every batch and never release it; the caller caches what it reuses
     source = context.data_sources.add_spark(name="spark", persist=False)
     batch = source.add_dataframe_asset(name=suite).add_batch_definition_whole_dataframe("all")
     gx_suite = context.suites.add(gx.ExpectationSuite(name=suite, expectations=expectations))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=suite, data=batch, suite=gx_suite))
     return definition.run(batch_parameters={"dataframe": df}, result_format=result_format, run_id=RunIdentifier(run_name=f"{suite}-{uuid.uuid4().hex[:8]}"))
+
+
+def with_derived(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
+    """The frame with the columns the checks derive (a projection: no Spark job)."""
+    from pyspark.sql import functions as F
+
+    derived = dict(d for c in checks for d in c.derive)
+    return df.withColumns({name: F.expr(sql) for name, sql in derived.items()}) if derived else df
 
 
 def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateResult, Any]:
@@ -146,6 +161,7 @@ def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateRe
     samples. Only when a gate fails is the suite run again at SUMMARY, for the counts and sample
     values that its report and error show.
     """
+    df = with_derived(df, checks)
     result = _run_suite(df, suite, checks, "BOOLEAN_ONLY")
     if not result.success:
         result = _run_suite(df, suite, checks, "SUMMARY")
@@ -194,11 +210,18 @@ def not_null(*columns: str) -> list[Check]:
 
 
 def unique_key(*columns: str) -> Check:
-    """No two rows share the key: one aggregate (GROUP BY ... HAVING), where GX's uniqueness checks run a window."""
+    """No two rows share the key; rows without any key column are not compared (as in GX's own checks).
+
+    Decided from aggregates computed with the suite's others (`lakehouse.expectations`); a key of
+    several columns is checked as one derived struct column, null when every key column is.
+    """
+    rule = f"unique:{'+'.join(columns)}"
+    if len(columns) == 1:
+        return Check(rule, "ExpectColumnValuesToBeDistinct", {"column": columns[0]})
     listed = ", ".join(f"`{c}`" for c in columns)
-    present = " AND ".join(f"`{c}` IS NULL" for c in columns)  # like GX's, rows without a key are not compared
-    query = f"SELECT {listed}, count(*) AS n_rows FROM {{batch}} WHERE NOT ({present}) GROUP BY {listed} HAVING count(*) > 1"
-    return Check(f"unique:{'+'.join(columns)}", "UnexpectedRowsExpectation", {"unexpected_rows_query": query, "description": f"unique:{'+'.join(columns)}"})
+    absent = " AND ".join(f"`{c}` IS NULL" for c in columns)
+    key = "_key_" + "_".join(columns)
+    return Check(rule, "ExpectColumnValuesToBeDistinct", {"column": key}, derive=((key, f"CASE WHEN {absent} THEN NULL ELSE struct({listed}) END"),))
 
 
 def between(column: str, low: float | None, high: float | None, mostly: float = 1.0) -> Check:
