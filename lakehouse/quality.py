@@ -75,12 +75,24 @@ class GateFailed(UserError):
         self.result = result
 
 
+#: Loggers quieted to errors. Importing GX logged about 200 "Skipping registering function" lines at
+#: INFO, and every gate's ephemeral context a "Created temporary directory" line (from a logger that
+#: GX sets to INFO itself when imported): 233 lines in one Airflow build task's log, around its own.
+_GX_LOGGERS = ("great_expectations", "great_expectations.data_context.types.base", "DataFrameQueryContextLogger")
+
+
+def quiet_gx_logging() -> None:
+    """Let only GX's errors through: call it before importing GX (its import logs) and after (the logger it sets)."""
+    for name in _GX_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _gx():
     """Import GX lazily (it takes seconds) with its logging and progress bars quiet."""
+    quiet_gx_logging()
     import great_expectations as gx
 
-    for name in ("great_expectations", "DataFrameQueryContextLogger"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_gx_logging()
     return gx
 
 

@@ -12,6 +12,7 @@ retry of a task of one run stages, records and names its build the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -137,11 +138,11 @@ def _import_while_spark_starts() -> None:
     """
 
     def load() -> None:
-        for name in _BUILD_IMPORTS:
-            try:
+        quality.quiet_gx_logging()  # before GX's import, which logs, and after it, which sets a logger to INFO
+        with contextlib.suppress(Exception):  # the build's own import reports it
+            for name in _BUILD_IMPORTS:
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the build's own import reports it
-                return
+        quality.quiet_gx_logging()
 
     threading.Thread(target=load, name="preload-imports", daemon=True).start()
 
