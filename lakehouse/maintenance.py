@@ -169,8 +169,8 @@ def maintain_table(spark: Callable[[], SparkSession], settings: Settings, table:
 
     What there is to do is read without Spark, from the Delta log (delta-rs) and a listing of the
     table's files: OPTIMIZE only the partitions that hold `settings.compact_min_files` files or
-    more, VACUUM only when a file
-    outside the snapshot is older than the retention (or OPTIMIZE just replaced some). A table with
+    more (never one of a single file), VACUUM only when a file outside the snapshot is older than
+    the retention (or OPTIMIZE just replaced some). A table with
     nothing to do costs no Spark job, and a run where every table is so never starts Spark (`spark`
     is called for the first table that needs it).
     """

@@ -178,7 +178,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         quality_config=Path(get("QUALITY_CONFIG", str(PROJECT_ROOT / "config" / "quality.toml"))),
         # Delta log and deleted-file retention: two quarters plus a margin
         retention_days=float(get("RETENTION_DAYS", "200")),
-        compact_min_files=max(2, int(get("COMPACT_MIN_FILES", "16"))),
+        compact_min_files=int(get("COMPACT_MIN_FILES", "16")),
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,

@@ -12,10 +12,10 @@ from lakehouse.expectations import duplicates
 SCHEMA = "id string, day string, n int"
 
 
-def _check(spark, rows, *key: str):
-    result, gx_result = quality.validate(spark.createDataFrame(rows, SCHEMA), "test.unique", [quality.unique_key(*key)])
+def _check(spark, rows, *key: str) -> dict:
+    result, _ = quality.validate(spark.createDataFrame(rows, SCHEMA), "test.unique", [quality.unique_key(*key)])
     [found] = result.results
-    return found, gx_result
+    return found
 
 
 def test_duplicates_are_the_non_null_rows_beyond_one_per_distinct_value():
@@ -34,7 +34,7 @@ def test_duplicates_are_the_non_null_rows_beyond_one_per_distinct_value():
     ],
 )
 def test_a_single_column_key(spark, rows, duplicate_rows):
-    found, _ = _check(spark, rows, "id")
+    found = _check(spark, rows, "id")
     assert (found["rule"], found["success"]) == ("unique:id", duplicate_rows == 0)
     # a passed gate reports only its verdict; a failed one is run again for the counts
     assert found["unexpected_count"] == (duplicate_rows or None)
@@ -50,7 +50,7 @@ def test_a_single_column_key(spark, rows, duplicate_rows):
     ],
 )
 def test_a_compound_key(spark, rows, duplicate_rows):
-    found, _ = _check(spark, rows, "id", "day")
+    found = _check(spark, rows, "id", "day")
     assert (found["rule"], found["success"], found["unexpected_count"]) == ("unique:id+day", duplicate_rows == 0, duplicate_rows or None)
 
 
