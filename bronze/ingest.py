@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakehouse import delta, faults, inspect, storage
@@ -209,6 +209,27 @@ def _counts(spark: SparkSession, location: str, version: int, run_id: str) -> di
     return {r["_source_object"]: (int(r["rows"]), int(r["malformed"] or 0)) for r in rows}
 
 
+def counted_per_object(rows: DataFrame, keys: Sequence[str]) -> tuple[DataFrame, Callable[[], dict[str, tuple[int, int]]]]:
+    """`rows` observed while they are written: rows and malformed rows per object, without reading bronze back.
+
+    Returns the frame to write and a function that gives {object key: (rows, malformed)} once an
+    action on that frame has run (Spark's observed metrics, one aggregate per object: a run ingests
+    a handful of objects per feed).
+    """
+    observation = Observation()  # a name of its own: one per write
+    metrics = []
+    for i, key in enumerate(keys):
+        mine = F.col("_source_object") == F.lit(key)
+        metrics += [F.count_if(mine).alias(f"rows_{i}"), F.count_if(mine & F.col("_is_malformed")).alias(f"malformed_{i}")]
+    observed = rows.observe(observation, *metrics) if metrics else rows
+
+    def counts() -> dict[str, tuple[int, int]]:
+        values = observation.get if metrics else {}
+        return {key: (int(values[f"rows_{i}"]), int(values[f"malformed_{i}"])) for i, key in enumerate(keys)}
+
+    return observed, counts
+
+
 def _entry(table: Table, obj: dict | ObjectInfo, run_id: str, status: str, now: datetime, counts: tuple[int, int] | None = None, version: int | None = None) -> dict:
     key, etag, size = (obj.key, obj.etag, obj.size) if isinstance(obj, ObjectInfo) else (obj["object_key"], obj["etag"], obj["size"])
     rows, malformed = counts if counts is not None else (None, None)
@@ -256,8 +277,7 @@ def ingest_feed(
     pending = unsettled(mine)
     if pending:
         settle(spark, settings, table, pending, started_at, report)
-        log = delta.read(spark, INGEST_LOG.location(settings)).where(F.col("feed") == table.name)
-        mine = [r.asDict() for r in log.collect()]
+        mine = [r for r in inspect.ingest_log(settings, role="ingest") if r["feed"] == table.name]
     done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in DONE}
     s3 = storage.client(settings, "ingest")
     todo = of_months(new_objects(storage.list_objects(s3, settings.bucket("landing"), feed.prefix), done), months)
@@ -272,9 +292,12 @@ def ingest_feed(
     paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
     raw = spark.read.text(paths).select("value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object"))
     etags = spark.createDataFrame([(o.key, o.etag) for o in todo], "_source_object string, _source_etag string")
-    version = delta.append(to_bronze(raw, etags, feed, run_id, started_at).select(*table.column_names), location, user_metadata=run_id)
+    rows = to_bronze(raw, etags, feed, run_id, started_at).select(*table.column_names)
+    observed, counted = counted_per_object(rows, [o.key for o in todo])
+    delta.insert(observed, location, user_metadata=run_id)
+    version = inspect.written_version(settings, table, role="ingest")
     faults.checkpoint(settings, "ingest.after_bronze_write")
-    counts = _counts(spark, location, version, run_id)
+    counts = counted()
     delta.insert(_log_rows(spark, [_entry(table, o, run_id, "committed", started_at, counts.get(o.key, (0, 0)), version) for o in todo]), log_location)
     report.objects = len(todo)
     report.rows = sum(c[0] for c in counts.values())
@@ -295,7 +318,7 @@ def run(
 ) -> IngestReport:
     """Ingest every selected feed (all when None), only the extracts of `months` (and snapshots) when given."""
     delta.ensure_table(spark, settings, INGEST_LOG)
-    log_rows = [r.asDict() for r in delta.read(spark, INGEST_LOG.location(settings)).collect()]
+    log_rows = inspect.ingest_log(settings, role="ingest")  # read with delta-rs: no Spark job
     report = IngestReport(run_id)
     for table in selected(feeds):
         feed_report = ingest_feed(spark, settings, table, log_rows, run_id, started_at, months)

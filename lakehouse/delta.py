@@ -71,6 +71,19 @@ def current(spark: SparkSession, settings: Settings, table: Table, version: int 
     return spark.createDataFrame([], table.schema)
 
 
+def key_values(spark: SparkSession, settings: Settings, table: Table, column: str, alias: str, role: str = "transform") -> DataFrame:
+    """The distinct non-null values of one column of a small table (a dimension's keys), as a one-column frame `alias`.
+
+    Read with delta-rs into a local relation: no Spark job and no replay of the table's log in the
+    JVM, which cost a lookup about a second of fixed cost per table.
+    """
+    from lakehouse import inspect
+
+    dt = inspect.open_table(settings, table, role)
+    values = [] if dt is None else inspect.arrow_dataset(settings, dt, role).to_table(columns=[column]).column(column).drop_null().unique().to_pylist()
+    return spark.createDataFrame([(v,) for v in sorted(values)], f"{alias} STRING")
+
+
 def latest_version(spark: SparkSession, location: str) -> int:
     """The table's current Delta version."""
     return int(first(DeltaTable.forPath(spark, location).history(1).select("version"))[0])

@@ -75,13 +75,13 @@ def progress(settings: Settings, role: str = "transform") -> dict[tuple[str, str
 
 
 def ingest_log(settings: Settings, role: str = "transform") -> list[dict[str, Any]]:
-    """Every row of the ingest log: feed, object key, ETag, status, run id, rows, bronze version (no JVM)."""
+    """Every row of the ingest log: feed, object key, ETag, size, status, run id, rows, bronze version (no JVM)."""
     from lakehouse.tables import INGEST_LOG
 
     dt = open_table(settings, INGEST_LOG, role)
     if dt is None:
         return []
-    columns = ["feed", "object_key", "etag", "status", "run_id", "rows", "bronze_version", "logged_at"]
+    columns = ["feed", "object_key", "etag", "size", "status", "run_id", "rows", "bronze_version", "logged_at"]
     return arrow_dataset(settings, dt, role).to_table(columns=columns).to_pylist()
 
 

@@ -161,12 +161,13 @@ def prepare_nyc(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
 
 def _gate_frame(spark: SparkSession, settings: Settings, staged: DataFrame) -> DataFrame:
     """The staged flights with a flag per foreign key: does the dimension know it?"""
-    airports = delta.current(spark, settings, get("silver.airports")).select(F.col("airport_code").alias("_code"))
-    carriers = delta.current(spark, settings, get("silver.carriers")).select(F.col("carrier_code").alias("_carrier"))
-    planes = delta.current(spark, settings, get("silver.planes")).select(F.col("tailnum").alias("_tail"))
+    # the dimensions' keys, read with delta-rs: a few thousand values, no Spark job per dimension
+    airports = delta.key_values(spark, settings, get("silver.airports"), "airport_code", "_code")
+    carriers = delta.key_values(spark, settings, get("silver.carriers"), "carrier_code", "_carrier")
+    planes = delta.key_values(spark, settings, get("silver.planes"), "tailnum", "_tail")
 
     def known(df: DataFrame, dim: DataFrame, left: str, right: str, flag: str) -> DataFrame:
-        keys = dim.distinct().withColumn(flag, F.lit(True))
+        keys = dim.withColumn(flag, F.lit(True))
         return df.join(F.broadcast(keys), df[left] == keys[right], "left").drop(right).withColumn(flag, F.coalesce(flag, F.lit(False)))
 
     framed = known(staged, airports, "origin", "_code", "_origin_known")

@@ -56,6 +56,13 @@ def test_ingest_is_exact_incremental_and_idempotent(empty_lake, spark, read_land
     log = delta.read(spark, INGEST_LOG.location(settings)).where("status = 'committed'")
     assert log.count() == 4
     assert log.where("rows IS NULL OR bronze_version IS NULL").count() == 0
+    # the rows logged per object (counted while bronze was written) are the rows bronze holds
+    in_bronze = {k: n for t in ("bronze.bts_flights", "bronze.nyc_flights", "bronze.nyc_airlines") for k, n in _per_object(spark, settings, t).items()}
+    assert {r["object_key"]: r["rows"] for r in log.collect()} == in_bronze
+
+
+def test_the_keys_of_a_table_not_created_yet_are_none(empty_lake, spark):
+    assert delta.key_values(spark, empty_lake, get("silver.carriers"), "carrier_code", "_carrier").collect() == []
 
 
 def test_malformed_lines_are_flagged_never_dropped(empty_lake, spark):

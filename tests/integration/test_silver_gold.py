@@ -92,6 +92,14 @@ def test_one_quarter_flows_from_bronze_to_gold_and_every_row_is_accounted_for(la
     assert not [r for r in reports if r.endswith(".html")]  # a rendered page only for a failed gate
 
 
+def test_the_flights_gate_looks_up_each_dimensions_keys_as_spark_reads_them(lake, spark):
+    for table, column in (("silver.airports", "airport_code"), ("silver.carriers", "carrier_code"), ("silver.planes", "tailnum")):
+        looked_up = delta.key_values(spark, lake, get(table), column, "_key")
+        assert looked_up.columns == ["_key"]
+        expected = {r[0] for r in delta.read(spark, get(table).location(lake)).select(column).where(F.col(column).isNotNull()).distinct().collect()}
+        assert {r[0] for r in looked_up.collect()} == expected and len(expected) > 10, table
+
+
 def test_weather_reaches_the_training_rows_of_new_york_airports(lake, spark):
     rows = _training(spark, lake, "2013Q1")
     with_weather = rows.where("temp_f IS NOT NULL").count()

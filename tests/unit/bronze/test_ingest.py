@@ -3,7 +3,7 @@ from datetime import datetime
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from bronze.ingest import new_objects, number_lines, of_months, parse_lines, to_bronze, unsettled
+from bronze.ingest import counted_per_object, new_objects, number_lines, of_months, parse_lines, to_bronze, unsettled
 from lakehouse.storage import ObjectInfo
 from lakehouse.tables import get
 
@@ -107,3 +107,16 @@ def test_of_months_keeps_the_months_extracts_and_every_snapshot():
     listed = [ObjectInfo("landing", k, "e", 1) for k in ("bts/flights/2001-01.csv.gz", "bts/flights/2001-02.csv.gz", "nyc/planes/planes.csv")]
     assert [o.key for o in of_months(listed, ["2001-02"])] == ["bts/flights/2001-02.csv.gz", "nyc/planes/planes.csv"]
     assert of_months(listed, None) == listed
+
+
+def test_counted_per_object_counts_the_rows_written_and_the_malformed_ones(spark):
+    rows = spark.createDataFrame([("a.csv", False), ("a.csv", True), ("a.csv", False), ("b.csv", True)], "_source_object STRING, _is_malformed BOOLEAN")
+    observed, counts = counted_per_object(rows, ["a.csv", "b.csv", "c.csv"])
+    observed.write.format("noop").mode("overwrite").save()
+    assert counts() == {"a.csv": (3, 1), "b.csv": (1, 1), "c.csv": (0, 0)}
+
+
+def test_counted_per_object_of_no_objects_is_empty(spark):
+    rows = spark.createDataFrame([], "_source_object STRING, _is_malformed BOOLEAN")
+    observed, counts = counted_per_object(rows, [])
+    assert observed is rows and counts() == {}
