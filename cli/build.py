@@ -138,20 +138,26 @@ def backfill(
     t0 = time.monotonic()
     client = orchestrate.AirflowClient(settings)
     err.print(f"building {', '.join(wanted)} through Airflow: {settings.airflow_url}/dags/{orchestrate.BUILD_DAG}")
+    heartbeat = render.Heartbeat()
     with render.progress() as progress:
         task = progress.add_task("waiting for Airflow", total=len(wanted))
 
         def on_backfill(backfill_id: int, first, last) -> None:
             err.print(f"Airflow backfill {backfill_id}: quarters starting {first} to {last}")
+            heartbeat.printed()
 
         def on_update(runs) -> None:
             done = [r for r in runs.values() if r.state in orchestrate.TERMINAL]
-            progress.update(task, completed=len(done), description="Airflow: " + ", ".join(f"{q} {r.state}" for q, r in sorted(runs.items())))
+            states = ", ".join(f"{q} {r.state}" for q, r in sorted(runs.items()))
+            progress.update(task, completed=len(done), description="Airflow: " + states)
+            if heartbeat.due():  # a piped log: the progress bar above is not redrawn there
+                err.print(f"waiting for Airflow, {time.monotonic() - t0:.0f} s: {states}")
 
         def on_task(done) -> None:
             took = "" if done.seconds is None else f" in {done.seconds:.0f} s"
             again = f" (try {done.try_number})" if done.try_number > 1 else ""
             err.print(f"{done.quarter}: task {done.task_id} {done.state}{took}{again}")
+            heartbeat.printed()
 
         runs = orchestrate.run_quarters(client, wanted, force, timeout, on_update, on_backfill, on_task)
     summary(
