@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from lakehouse import quarters
-from lakehouse.orchestrate import quarter_ranges, scheduler_caught_up
+from lakehouse.orchestrate import backfill_order, quarter_ranges, scheduler_caught_up
 
 
 def test_a_quarter_long_interval_names_its_quarter():
@@ -24,6 +24,15 @@ def test_consecutive_quarters_share_one_backfill_and_gaps_split_them():
         (date(2013, 10, 1), date(2013, 10, 1)),
     ]
     assert quarter_ranges(["2012Q4", "2013Q1"]) == [(date(2012, 10, 1), date(2013, 1, 1))]
+
+
+def test_the_newest_range_is_backfilled_first_so_its_first_run_builds_the_older_quarters_too():
+    # the 2013Q4 run builds every stale quarter up to it in one pass, the 2001 ones included
+    assert backfill_order(["2001Q1", "2001Q2", "2013Q1", "2013Q4"]) == [
+        (date(2013, 10, 1), date(2013, 10, 1)),
+        (date(2013, 1, 1), date(2013, 1, 1)),
+        (date(2001, 1, 1), date(2001, 4, 1)),
+    ]
 
 
 def test_a_backfill_waits_until_the_unpaused_dags_due_run_is_made():
