@@ -86,12 +86,16 @@ def test_a_backfill_through_the_scheduler_gives_the_digests_of_the_cli(lake, spa
     assert all(expected[q] for q in wanted)
 
     client = orchestrate.AirflowClient(lake)
-    runs = orchestrate.run_quarters(client, wanted, force=True, timeout_s=1800)
+    made: list[int] = []
+    runs = orchestrate.run_quarters(client, wanted, force=True, timeout_s=1800, on_backfill=lambda backfill_id, first, last: made.append(backfill_id))
     assert {q: r.state for q, r in runs.items()} == {q: "success" for q in wanted}, {q: orchestrate.failed_tasks(client, r.run_id) for q, r in runs.items()}
     by_run = {(b["run_id"], b["quarter"]): b for b in delivery.builds(lake) if b["status"] == "SUCCEEDED"}
     for quarter, run in runs.items():
         build = by_run[(steps.run_id_for("build", run.run_id), quarter)]
         assert build["digest"] == expected[quarter], (quarter, build)
+    # each backfill was closed as soon as its runs finished (the next one could start at once)
+    assert len(made) == 2 and all(client.call(client.backfills.get_backfill, b).completed_at is not None for b in made)
+    orchestrate.close_backfill(client, made[0])  # closing a closed backfill is no error
 
 
 def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, spark, cli):
