@@ -122,7 +122,7 @@ def checks(quarter: str, eligible_rows: int, cfg: Mapping[str, Any]) -> list[q.C
             "ExpectColumnValuesToNotBeNull",
             {"column": "route_late_share_7d", "mostly": 1 - gates["max_null_share_route_late_share_7d"]},
         ),
-        q.no_rows("no_feature_from_own_day_or_later", "SELECT * FROM {batch} WHERE feature_max_source_date >= flight_date"),
+        q.no_rows("no_feature_from_own_day_or_later", "feature_max_source_date >= flight_date"),
         q.row_count("accounting:eligible_silver_rows", eligible_rows),
         q.Check("min_rows", "ExpectTableRowCountToBeBetween", {"min_value": gates["min_rows"]}),
     ]

@@ -79,3 +79,32 @@ def test_the_uniqueness_checks_of_a_suite_share_one_aggregate_job(spark):
     nulls = quality.not_null("day", "n")
     one_key = jobs([*nulls, quality.unique_key("id")])
     assert jobs([*nulls, quality.unique_key("id"), quality.unique_key("id", "day"), quality.unique_key("n")]) == one_key <= jobs(nulls) + 1
+
+
+def _jobs(spark, df, checks: list[quality.Check]) -> tuple[int, quality.GateResult, object]:
+    group = f"jobs-{uuid.uuid4().hex}"
+    spark.sparkContext.setLocalProperty("spark.jobGroup.id", group)
+    try:
+        result, gx_result = quality.validate(df, "test.jobs", checks)
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group)), result, gx_result
+
+
+def test_a_no_rows_check_is_decided_in_the_suites_aggregate_pass(spark):
+    """The verdict adds no Spark job (GX's query expectation added two); a row where the condition is null does not offend."""
+    df = spark.createDataFrame([("a", "d1", 1), ("b", "d2", None), (None, "d2", 3)], SCHEMA)
+    nulls = quality.not_null("day")
+    alone, _, _ = _jobs(spark, df, nulls)
+    with_rows, result, _ = _jobs(spark, df, [*nulls, quality.no_rows("n_small", "n < 1")])
+    assert result.success and with_rows == alone
+
+
+def test_a_failed_no_rows_check_is_reported_as_its_query_with_the_rows_it_returns(spark):
+    df = spark.createDataFrame([("a", "d1", 1), ("b", "d2", 5), ("c", "d3", 7)], SCHEMA)
+    result, gx_result = quality.validate(df, "test.rows", [quality.no_rows("n_large", "n > 2")])
+    [found] = result.failed
+    assert (found["rule"], found["expectation"], found["unexpected_count"]) == ("n_large", "unexpected_rows_expectation", 2)
+    assert result.describe_failures() == "n_large (unexpected_rows_expectation: 2 unexpected rows)"
+    [detail] = gx_result.to_json_dict()["results"]
+    assert detail["expectation_config"]["kwargs"]["unexpected_rows_query"] == "SELECT * FROM {batch} WHERE n > 2"
