@@ -211,7 +211,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "orchestration"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        # one task at a time per DAG (max_active_runs=1, tasks in a chain), two DAGs: two worker
+        # processes, forked at the start, are all the LocalExecutor can use
+        "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -450,20 +452,31 @@ CORE = ("s3", "mlflow")
 
 
 def up(settings: Settings, on_service: Callable[[str, str], None] | None = None, jupyter: bool = False, names: Collection[str] | None = None) -> list[ServiceStatus]:
-    """Start every local service (or only those in `names`) that is not running, wait for health, create the buckets."""
+    """Start every local service (or only those in `names`) that is not running, wait for health, create the buckets.
+
+    Every service is started before any is waited for: their start-ups overlap (the S3 server and
+    MLflow come up while Airflow migrates its database; Airflow's four processes import together),
+    where one after the other each waited for the last. A service's `prepare` still runs before its
+    own start, so Airflow's processes start after the migration. Then each is awaited in order, and
+    the buckets are created once the S3 server answers.
+    """
     notify = on_service or (lambda name, message: None)
-    for service in _selected(settings, jupyter):
-        if names is not None and service.name not in names:
-            continue
+    selected = [s for s in _selected(settings, jupyter) if names is None or s.name in names]
+    starting: dict[str, tuple[int, float]] = {}  # name -> pid, when it was started
+    for service in selected:
         if not service.enabled(settings):
             notify(service.name, f"external at {service.url(settings)}: not started here")
         elif running_pid(settings, service.name) is not None and service.healthy(settings):
             notify(service.name, f"already running at {service.url(settings)}")
         else:
             stop(settings, service.name)
-            pid = start(settings, service)
-            seconds = wait_healthy(settings, service)
-            notify(service.name, f"started (pid {pid}) at {service.url(settings)} in {seconds:.1f} s")
+            started_at = time.monotonic()
+            starting[service.name] = start(settings, service), started_at
+    for service in selected:
+        if service.name in starting:
+            pid, started_at = starting[service.name]
+            wait_healthy(settings, service)
+            notify(service.name, f"started (pid {pid}) at {service.url(settings)} in {time.monotonic() - started_at:.1f} s")
         if service.name == "s3":
             created = storage.ensure_buckets(settings)
             if created:

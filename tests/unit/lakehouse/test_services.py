@@ -1,0 +1,37 @@
+"""How `lakehouse up` starts the stack, with two small HTTP servers as the services."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from lakehouse import services
+from lakehouse.settings import PROJECT_ROOT, settings_from_mapping
+
+
+def _http_server(name: str, port: int, delay_s: float, folder: Path) -> services.Service:
+    """A service that starts answering on `port` `delay_s` seconds after its process starts."""
+    code = f"import http.server, time; time.sleep({delay_s}); http.server.ThreadingHTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
+    url = f"http://127.0.0.1:{port}/"
+    return services.Service(name, lambda s: url, lambda s: True, lambda s: ([sys.executable, "-c", code], {}, folder), lambda s: services._http_ok(url))
+
+
+def test_up_starts_every_service_before_it_waits_for_the_first(tmp_path, monkeypatch):
+    slow = _http_server("slow", services.free_port(), 3.0, tmp_path)
+    quick = _http_server("quick", services.free_port(), 0.0, tmp_path)
+    monkeypatch.setattr(services, "SERVICES", (slow, quick))
+    settings = settings_from_mapping(services.second_stack_environment(tmp_path / "home", PROJECT_ROOT / ".lakehouse" / "sources"))
+    answered: dict[str, float] = {}
+    try:
+        listed = services.up(settings, on_service=lambda name, message: answered.setdefault(name, time.time()))
+        assert [(s.name, s.healthy) for s in listed] == [("slow", True), ("quick", True)]
+        # the second service's process started while the first was still starting up, not after it answered
+        quick_started = psutil.Process(services.running_pid(settings, "quick")).create_time()
+        assert quick_started < answered["slow"] - 2.0
+        assert list(answered) == ["slow", "quick"]  # and each is reported in the stack's order
+    finally:
+        services.down(settings)
+    assert services.running_pid(settings, "slow") is None and services.running_pid(settings, "quick") is None
