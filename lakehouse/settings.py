@@ -157,9 +157,10 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         buckets={name: get(f"BUCKET_{name.upper()}", name) for name in BUCKETS},
         credentials=_role_credentials(values),
         spark_master=get("SPARK_MASTER", "local[*]"),
-        # a local driver's heap: about 3 GB holds the demo's caches, and the JVM commits as much as
-        # it may (with 6g it held 4.2-4.8 GB resident at the end of the demo's build, with 3g 3.8 GB)
-        spark_driver_memory=get("SPARK_DRIVER_MEMORY", "3g"),
+        # a local driver's heap: 2 GB holds the demo's caches, and the JVM commits about as much as
+        # it may (resident at the end of the demo's build: 4.2-4.8 GB with 6g, 3.8 GB with 3g, 2.8 GB
+        # with 2g, the build as fast)
+        spark_driver_memory=get("SPARK_DRIVER_MEMORY", "2g"),
         spark_driver_host=get("SPARK_DRIVER_HOST", "127.0.0.1"),
         spark_shuffle_partitions=int(get("SPARK_SHUFFLE_PARTITIONS", "8")),
         # the Python of Spark's workers (Arrow-based steps need pyarrow there); on a cluster, the
