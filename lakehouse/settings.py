@@ -159,7 +159,8 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         spark_master=get("SPARK_MASTER", "local[*]"),
         # a local driver's heap: 2 GB holds the demo's caches, and the JVM commits about as much as
         # it may (resident at the end of the demo's build: 4.2-4.8 GB with 6g, 3.8 GB with 3g, 2.8 GB
-        # with 2g, the build as fast)
+        # with 2g); with 2g it collects more often (see docs/architecture.md): raise it where memory
+        # is plentiful
         spark_driver_memory=get("SPARK_DRIVER_MEMORY", "2g"),
         spark_driver_host=get("SPARK_DRIVER_HOST", "127.0.0.1"),
         spark_shuffle_partitions=int(get("SPARK_SHUFFLE_PARTITIONS", "8")),
