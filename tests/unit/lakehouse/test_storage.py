@@ -105,3 +105,22 @@ def test_a_small_step_compiles_with_the_client_compiler_only(tmp_path):
     assert "TieredStopAtLevel" not in spark_conf(settings, [], "t", rows=5000)["spark.driver.extraJavaOptions"]
     assert "TieredStopAtLevel" not in spark_conf(settings, [], "t")["spark.driver.extraJavaOptions"]  # size unknown
     assert load_settings({"LAKEHOUSE_HOME": str(tmp_path)}).spark_client_compiler_rows == 1_000_000
+
+
+def test_the_client_compiler_gets_the_code_cache_of_both_compilers(tmp_path):
+    """Its default of 48 MB fills within a small build, and then the JVM's sweeper burns CPU; 240 MB is the tiered default."""
+    (tmp_path / "jars").mkdir()
+    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
+        (tmp_path / "jars" / jar).write_bytes(b"")
+    base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_SPARK_CLIENT_COMPILER_ROWS": "1000"}
+
+    def options(rows: int | None, own: str | None = None) -> str:
+        extra = {"LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS": own} if own else {}
+        return spark_conf(load_settings({**base, **extra}), [], "t", rows=rows)["spark.driver.extraJavaOptions"]
+
+    assert "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m" in options(999)
+    assert "ReservedCodeCacheSize" not in options(5000)  # both compilers: the JVM's own default, 240 MB
+    # the client compiler asked for in one's own options (the tests) gets it too, before those options
+    assert options(5000, "-XX:TieredStopAtLevel=1").endswith("-XX:ReservedCodeCacheSize=240m -XX:TieredStopAtLevel=1")
+    # a code cache of one's own wins
+    assert options(999, "-XX:ReservedCodeCacheSize=64m").endswith("-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=64m")
