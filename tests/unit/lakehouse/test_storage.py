@@ -9,6 +9,13 @@ def _settings(tmp_path):
     return load_settings({"LAKEHOUSE_HOME": str(tmp_path)})
 
 
+def _fake_jars(tmp_path) -> None:
+    """Empty stand-ins for the Delta and S3A jars under tmp_path/jars (spark_conf checks that they are there)."""
+    (tmp_path / "jars").mkdir()
+    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
+        (tmp_path / "jars" / jar).write_bytes(b"")
+
+
 def test_generated_secrets_are_private_and_not_overwritten(tmp_path):
     path = tmp_path / "secrets.env"
     assert generate_secrets(path)
@@ -38,9 +45,7 @@ def test_each_bucket_gets_the_least_privileged_role_that_covers_the_job():
 
 def test_spark_conf_is_loopback_and_carries_per_bucket_keys(tmp_path):
     settings = _settings(tmp_path)
-    (tmp_path / "jars").mkdir()
-    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
-        (tmp_path / "jars" / jar).write_bytes(b"")
+    _fake_jars(tmp_path)
     settings = load_settings({"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars")})
     conf = spark_conf(settings, ["ml"], "t")
     assert conf["spark.driver.bindAddress"] == "127.0.0.1"
@@ -53,9 +58,7 @@ def test_spark_conf_is_loopback_and_carries_per_bucket_keys(tmp_path):
 
 
 def test_adaptive_execution_is_on_and_a_setting_turns_it_off(tmp_path):
-    (tmp_path / "jars").mkdir()
-    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
-        (tmp_path / "jars" / jar).write_bytes(b"")
+    _fake_jars(tmp_path)
     base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_ML_ACCESS_KEY": "k", "LAKEHOUSE_ML_SECRET_KEY": "s"}
     assert spark_conf(load_settings(base), ["ml"], "t")["spark.sql.adaptive.enabled"] == "true"
     assert spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_ADAPTIVE": "false"}), ["ml"], "t")["spark.sql.adaptive.enabled"] == "false"
@@ -70,9 +73,7 @@ def test_adaptive_execution_follows_the_rows_a_step_reads(tmp_path):
 
 
 def test_event_logs_are_written_only_when_a_folder_is_set(tmp_path):
-    (tmp_path / "jars").mkdir()
-    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
-        (tmp_path / "jars" / jar).write_bytes(b"")
+    _fake_jars(tmp_path)
     base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_ML_ACCESS_KEY": "k", "LAKEHOUSE_ML_SECRET_KEY": "s"}
     assert "spark.eventLog.enabled" not in spark_conf(load_settings(base), ["ml"], "t")
     conf = spark_conf(load_settings({**base, "LAKEHOUSE_SPARK_EVENT_LOG_DIR": str(tmp_path / "events")}), ["ml"], "t")
@@ -81,9 +82,7 @@ def test_event_logs_are_written_only_when_a_folder_is_set(tmp_path):
 
 
 def test_the_driver_jvm_maps_the_class_archive_when_setup_made_one_and_takes_extra_options(tmp_path):
-    (tmp_path / "jars").mkdir()
-    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
-        (tmp_path / "jars" / jar).write_bytes(b"")
+    _fake_jars(tmp_path)
     base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_ML_ACCESS_KEY": "k", "LAKEHOUSE_ML_SECRET_KEY": "s"}
     options = spark_conf(load_settings(base), ["ml"], "t")["spark.driver.extraJavaOptions"]
     assert options.startswith("-Dlog4j.configurationFile=file:") and "SharedArchiveFile" not in options
@@ -95,9 +94,7 @@ def test_the_driver_jvm_maps_the_class_archive_when_setup_made_one_and_takes_ext
 
 
 def test_a_small_step_compiles_with_the_client_compiler_only(tmp_path):
-    (tmp_path / "jars").mkdir()
-    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
-        (tmp_path / "jars" / jar).write_bytes(b"")
+    _fake_jars(tmp_path)
     base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_SPARK_CLIENT_COMPILER_ROWS": "1000"}
     settings = load_settings(base)
     assert [client_compiler_wanted(settings, rows) for rows in (0, 999, 1000, None)] == [True, True, False, False]
@@ -109,9 +106,7 @@ def test_a_small_step_compiles_with_the_client_compiler_only(tmp_path):
 
 def test_the_client_compiler_gets_the_code_cache_of_both_compilers(tmp_path):
     """Its default of 48 MB fills within a small build, and then the JVM's sweeper burns CPU; 240 MB is the tiered default."""
-    (tmp_path / "jars").mkdir()
-    for jar in ("delta-spark_4.1_2.13-4.4.0.jar", "hadoop-aws-3.4.2.jar"):
-        (tmp_path / "jars" / jar).write_bytes(b"")
+    _fake_jars(tmp_path)
     base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars"), "LAKEHOUSE_SPARK_CLIENT_COMPILER_ROWS": "1000"}
 
     def options(rows: int | None, own: str | None = None) -> str:
