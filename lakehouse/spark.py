@@ -96,10 +96,11 @@ def driver_java_options(settings: Settings, rows: int | None = None) -> str:
     archive = class_archive(settings)
     if archive.is_file():
         options += [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
-    if client_compiler_wanted(settings, rows):
-        options.append("-XX:TieredStopAtLevel=1")
     own = settings.spark_driver_java_options or ""
-    if "-XX:TieredStopAtLevel=1" in " ".join([*options, own]) and "ReservedCodeCacheSize" not in own:
+    sized_for_client = client_compiler_wanted(settings, rows)
+    if sized_for_client:
+        options.append("-XX:TieredStopAtLevel=1")
+    if (sized_for_client or "-XX:TieredStopAtLevel=1" in own) and "ReservedCodeCacheSize" not in own:
         options.append(f"-XX:ReservedCodeCacheSize={CLIENT_COMPILER_CODE_CACHE}")
     if own:
         options.append(own)
