@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from lakehouse import delta, faults, inspect, storage
 from lakehouse.quarters import object_month
 from lakehouse.settings import Settings
+from lakehouse.spark import local_frame
 from lakehouse.storage import ObjectInfo
 from lakehouse.tables import BRONZE_TABLES, INGEST_LOG, Feed, Table
 
@@ -194,7 +195,7 @@ class IngestReport:
 
 
 def _log_rows(spark: SparkSession, entries: list[dict]) -> DataFrame:
-    return spark.createDataFrame(entries, INGEST_LOG.schema)
+    return local_frame(spark, entries, INGEST_LOG.schema)
 
 
 def _counts(spark: SparkSession, location: str, version: int, run_id: str) -> dict[str, tuple[int, int]]:
@@ -291,7 +292,7 @@ def ingest_feed(
     faults.checkpoint(settings, "ingest.before_bronze_write")
     paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
     raw = spark.read.text(paths).select("value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object"))
-    etags = spark.createDataFrame([(o.key, o.etag) for o in todo], "_source_object string, _source_etag string")
+    etags = local_frame(spark, [(o.key, o.etag) for o in todo], "_source_object string, _source_etag string")
     rows = to_bronze(raw, etags, feed, run_id, started_at).select(*table.column_names)
     observed, counted = counted_per_object(rows, [o.key for o in todo])
     delta.insert(observed, location, user_metadata=run_id)

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from lakehouse import storage
 from lakehouse.settings import Settings
+from lakehouse.spark import local_frame
 from lakehouse.tables import Table
 
 
@@ -68,7 +69,7 @@ def current(spark: SparkSession, settings: Settings, table: Table, version: int 
     location = table.location(settings)
     if exists(spark, location):
         return read(spark, location, version)
-    return spark.createDataFrame([], table.schema)
+    return local_frame(spark, [], table.schema)
 
 
 def key_values(spark: SparkSession, settings: Settings, table: Table, column: str, alias: str, role: str = "transform") -> DataFrame:
@@ -81,7 +82,7 @@ def key_values(spark: SparkSession, settings: Settings, table: Table, column: st
 
     dt = inspect.open_table(settings, table, role)
     values = [] if dt is None else inspect.arrow_dataset(settings, dt, role).to_table(columns=[column]).column(column).drop_null().unique().to_pylist()
-    return spark.createDataFrame([(v,) for v in sorted(values)], f"{alias} STRING")
+    return local_frame(spark, [(v,) for v in sorted(values)], f"{alias} STRING")
 
 
 def latest_version(spark: SparkSession, location: str) -> int:

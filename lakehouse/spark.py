@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from lakehouse.errors import UserError
 from lakehouse.settings import BUCKETS, Settings
@@ -196,6 +198,24 @@ def build_session(
         _session_roles.clear()
         _session_roles.update(wanted)
     return spark
+
+
+def local_frame(spark: SparkSession, rows: Sequence[Mapping[str, Any] | Sequence[Any]], schema: StructType | str) -> DataFrame:
+    """A frame of a few rows held by the driver (dicts or tuples in schema order), handed to the JVM as Arrow.
+
+    `spark.createDataFrame` of a Python list parallelizes pickled rows, and every job that reads them
+    starts Python workers to re-pickle them: a Python daemon and a worker per task, each importing
+    PySpark (a small ingest and build: 6 Python processes, 11 CPU seconds). Arrow batches become a
+    relation in the JVM and are read there. Naive datetimes are taken as UTC, the lakehouse's clock.
+    """
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    struct = schema if isinstance(schema, StructType) else StructType.fromDDL(schema)
+    assert isinstance(struct, StructType), schema
+    names = struct.fieldNames()
+    records = [dict(r) if isinstance(r, Mapping) else dict(zip(names, r, strict=True)) for r in rows]
+    return spark.createDataFrame(pa.Table.from_pylist(records, schema=to_arrow_schema(struct)), struct)
 
 
 @contextmanager

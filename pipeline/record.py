@@ -15,6 +15,7 @@ from gold.quarter_build import GoldResult
 from lakehouse import delta
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
+from lakehouse.spark import local_frame
 from lakehouse.tables import AIRPORT_DAILY, BUILDS, REGISTRY, ROUTE_DAILY, TRAINING_SET
 from pipeline.staleness import config_digest, previous_builds
 from silver.conform import TableResult
@@ -97,5 +98,5 @@ def record(
     schemas = {t.name: json.loads(t.schema.json()) for t in (TRAINING_SET, ROUTE_DAILY, AIRPORT_DAILY)}
     tracking.log_build(settings, record, params, metrics, inputs, schemas)
     delta.ensure_table(spark, settings, BUILDS)
-    delta.append(spark.createDataFrame([record], BUILDS.schema), BUILDS.location(settings))
+    delta.append(local_frame(spark, [record], BUILDS.schema), BUILDS.location(settings))
     return record

@@ -31,7 +31,7 @@ from lakehouse import delta, inspect, quality
 from lakehouse.quarters import object_month
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
-from lakehouse.spark import adaptive_for
+from lakehouse.spark import adaptive_for, local_frame
 from lakehouse.tables import PROGRESS, QUARANTINE, REGISTRY, Table
 from silver.rules import FATES, assign_fates, mark_superseded
 
@@ -141,7 +141,7 @@ def latest_deliveries(spark: SparkSession, settings: Settings, bronze: Table) ->
     Built from the ingest log read with delta-rs (a few hundred rows): a local relation, no scan job.
     """
     latest = sorted(latest_etags(inspect.ingested(settings, bronze.name)).items())
-    return spark.createDataFrame(latest, "_source_object STRING, _latest_etag STRING")
+    return local_frame(spark, latest, "_source_object STRING, _latest_etag STRING")
 
 
 def logged_rows(logged: Sequence[Mapping[str, Any]], after: int, upto: int) -> int:
@@ -281,7 +281,7 @@ def _record_progress(spark: SparkSession, settings: Settings, consumer: str, ver
     if not rows:
         return
     delta.ensure_table(spark, settings, PROGRESS)
-    delta.insert(spark.createDataFrame(rows, PROGRESS.schema), PROGRESS.location(settings))
+    delta.insert(local_frame(spark, rows, PROGRESS.schema), PROGRESS.location(settings))
 
 
 def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext, staged_rows: int) -> tuple[int, dict[str, int]]:

@@ -1,7 +1,12 @@
+from datetime import UTC, datetime
+
+from pyspark.sql import Row
+
 from lakehouse.services import generate_secrets
 from lakehouse.settings import load_settings
-from lakehouse.spark import adaptive_wanted, bucket_roles, class_archive, client_compiler_wanted, spark_conf
+from lakehouse.spark import adaptive_wanted, bucket_roles, class_archive, client_compiler_wanted, local_frame, spark_conf
 from lakehouse.storage import ROLE_GRANTS, seaweed_identities
+from lakehouse.tables import BUILDS, PROGRESS
 
 
 def _settings(tmp_path):
@@ -119,3 +124,24 @@ def test_the_client_compiler_gets_the_code_cache_of_both_compilers(tmp_path):
     assert options(5000, "-XX:TieredStopAtLevel=1").endswith("-XX:ReservedCodeCacheSize=240m -XX:TieredStopAtLevel=1")
     # a code cache of one's own wins
     assert options(999, "-XX:ReservedCodeCacheSize=64m").endswith("-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=64m")
+
+
+def test_rows_of_the_driver_become_a_relation_in_the_jvm_with_the_values_spark_would_give(spark):
+    ended = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    record = {
+        "build_id": "b1", "quarter": "2013Q1", "status": "SUCCEEDED", "mlflow_run_id": None, "run_id": "build-x",
+        "feature_contract_version": "3", "code_version": "c", "config_digest": "d", "tables_read": {"silver.flights": 7},
+        "tables_written": {}, "digest": None, "row_counts": {"gold.training_set": 10, "eligible_silver_rows": 12},
+        "gate_reports": {"gold.route_daily.2013Q1": "s3://quality/r.json"}, "error": None,
+        "started_at": datetime(2026, 4, 1, 8, 30, 15, 123456, tzinfo=UTC), "ended_at": ended,
+    }  # fmt: skip
+    frame = local_frame(spark, [record], BUILDS.schema)
+    assert frame.schema == BUILDS.schema
+    assert frame.collect() == spark.createDataFrame([record], BUILDS.schema).collect()
+    # a local relation: no scan of pickled rows, which Python workers would re-serialize for every job
+    assert "LocalTableScan" in frame._jdf.queryExecution().executedPlan().toString()
+    # tuples in schema order, a DDL schema, no rows; a naive datetime is UTC (the session's zone)
+    progress = local_frame(spark, [("silver.flights", "bronze.nyc_flights", 4, "build-x", datetime(2026, 4, 1, 8, 30))], PROGRESS.schema)
+    assert progress.selectExpr("cast(updated_at AS STRING) AS t").collect() == [Row(t="2026-04-01 08:30:00")]
+    assert local_frame(spark, [("JFK",), ("LGA",)], "_code STRING").collect() == [Row(_code="JFK"), Row(_code="LGA")]
+    assert local_frame(spark, [], BUILDS.schema).count() == 0
