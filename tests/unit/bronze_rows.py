@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 
+from lakehouse.spark import local_frame
 from lakehouse.tables import get
 
 INGESTED = datetime(2026, 1, 1, 0, 0, 0)
@@ -24,7 +25,7 @@ def bronze_rows(spark: SparkSession, table: str, rows: list[dict], obj: str = "x
             _row_number=row.get("_row_number", i + 2),
         )  # fmt: skip
         records.append(record)
-    return spark.createDataFrame(records, t.schema)
+    return local_frame(spark, records, t.schema)
 
 
 def prepared(spark: SparkSession, prepare, table: str, rows: list[dict], cfg: dict, **kw) -> DataFrame:

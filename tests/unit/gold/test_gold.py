@@ -6,6 +6,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from gold import airport_daily, route_daily, training_set
 from lakehouse import quality
+from lakehouse.spark import local_frame
 from lakehouse.tables import SILVER_FLIGHTS
 
 D = dt.date
@@ -23,7 +24,7 @@ def flights(spark, rows):
             "arr_delay_min": delay, "dep_delay_min": 0.0, "carrier": "UA", "flight_number": 1, "tailnum": None, "is_cancelled": cancelled,
             "_ingest_run_id": "i", "_source_object": "o",
         })  # fmt: skip
-    return spark.createDataFrame(records, SILVER_FLIGHTS.schema)
+    return local_frame(spark, records, SILVER_FLIGHTS.schema)
 
 
 def test_route_daily_counts_eligible_flights_only(spark):
@@ -48,7 +49,7 @@ def _build_df(spark, rows, weather=None, quarter="2013Q2", start=D(2013, 4, 1), 
     wx = (
         weather
         if weather is not None
-        else spark.createDataFrame([], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
+        else local_frame(spark, [], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
     )
     return training_set.build_training_set(df, route_daily.build_route_daily(df), airport_daily.build_airport_daily(df), wx, {quarter: (start, end)})
 
@@ -142,7 +143,7 @@ def test_quarters_built_together_equal_each_quarter_built_alone(spark):
         ("q2-later", D(2013, 4, 3), "JFK", "LAX", 20.0, False),
     ]  # fmt: skip
     df = flights(spark, rows)
-    wx = spark.createDataFrame([], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
+    wx = local_frame(spark, [], "origin string, obs_local_ts timestamp_ntz, temp_f double, wind_speed_mph double, precip_in double, visib_mi double")
     routes, origins = route_daily.build_route_daily(df), airport_daily.build_airport_daily(df)
     q1, q2 = ("2013Q1", (D(2013, 1, 1), D(2013, 4, 1))), ("2013Q2", (D(2013, 4, 1), D(2013, 7, 1)))
     together = training_set.build_training_set(df, routes, origins, wx, dict([q1, q2]))

@@ -6,6 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from lakehouse import quality
+from lakehouse.spark import local_frame
 from silver import airports, carriers, conform, flights, planes, weather_hourly
 from tests.unit.gold.test_gold import flights as silver_flights
 
@@ -47,29 +48,29 @@ def test_silver_flights_gate(spark, quality_config):
 )
 def test_dimension_gates(spark, quality_config, spec, good, bad, failed):
     columns = {"silver.carriers": "carrier_code string, name string", "silver.planes": "tailnum string, seats int"}[spec.table.name]
-    ok = spark.createDataFrame(good, columns)
+    ok = local_frame(spark, good, columns)
     assert quality.validate(ok, spec.table.name, spec.checks(quality_config, len(good)))[0].success
-    broken = spark.createDataFrame(bad, columns)
+    broken = local_frame(spark, bad, columns)
     assert _rules(quality.validate(broken, spec.table.name, spec.checks(quality_config, len(bad)))[0]) == failed
 
 
 def test_weather_and_airport_gates(spark, quality_config):
     wx = "origin string, obs_local_ts timestamp_ntz, wind_speed_mph double, temp_f double"
     t = dt.datetime(2013, 1, 1, 5)
-    assert quality.validate(spark.createDataFrame([("EWR", t, 10.0, 30.0)], wx), "w", weather_hourly.SPEC.checks(quality_config, 1))[0].success
-    bad = spark.createDataFrame([("EWR", t, 10.0, 30.0), ("EWR", t, 1048.0, 30.0)], wx)
+    assert quality.validate(local_frame(spark, [("EWR", t, 10.0, 30.0)], wx), "w", weather_hourly.SPEC.checks(quality_config, 1))[0].success
+    bad = local_frame(spark, [("EWR", t, 10.0, 30.0), ("EWR", t, 1048.0, 30.0)], wx)
     assert _rules(quality.validate(bad, "w", weather_hourly.SPEC.checks(quality_config, 2))[0]) == ["range:wind_speed_mph", "unique:origin+obs_local_ts"]
     ap = "airport_code string, source_systems string, latitude double, longitude double"
-    assert quality.validate(spark.createDataFrame([("JFK", "bts", 40.6, -73.8)], ap), "a", airports.SPEC.checks(quality_config, 1))[0].success
-    bad = spark.createDataFrame([("JFK", "bts", 140.6, -73.8)], ap)
+    assert quality.validate(local_frame(spark, [("JFK", "bts", 40.6, -73.8)], ap), "a", airports.SPEC.checks(quality_config, 1))[0].success
+    bad = local_frame(spark, [("JFK", "bts", 140.6, -73.8)], ap)
     assert _rules(quality.validate(bad, "a", airports.SPEC.checks(quality_config, 1))[0]) == ["range:latitude"]
 
 
 def test_bronze_to_silver_gate_bounds_the_quarantine_share_and_counts_every_row(spark, quality_config):
     spec = carriers.SPEC
     cols = "carrier_code string, name string, _ingest_run_id string, _source_object string, _fate string"
-    fine = spark.createDataFrame([("9E", "x", "i", "o", "staged")] * 99 + [(None, None, "i", "o", "quarantined")], cols)
+    fine = local_frame(spark, [("9E", "x", "i", "o", "staged")] * 99 + [(None, None, "i", "o", "quarantined")], cols)
     assert quality.validate(fine, "b2s", conform.bronze_to_silver_checks(spec, 100, quality_config))[0].success
     assert _rules(quality.validate(fine, "b2s", conform.bronze_to_silver_checks(spec, 101, quality_config))[0]) == ["accounting:every_input_row_has_a_fate"]
-    flooded = spark.createDataFrame([("9E", "x", "i", "o", "staged")] * 90 + [(None, None, "i", "o", "quarantined")] * 10, cols)
+    flooded = local_frame(spark, [("9E", "x", "i", "o", "staged")] * 90 + [(None, None, "i", "o", "quarantined")] * 10, cols)
     assert _rules(quality.validate(flooded, "b2s", conform.bronze_to_silver_checks(spec, 100, quality_config))[0]) == ["share:quarantined"]
