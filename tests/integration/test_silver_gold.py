@@ -81,6 +81,9 @@ def test_one_quarter_flows_from_bronze_to_gold_and_every_row_is_accounted_for(la
     assert fl.input_rows == bronze_rows
     assert _silver(spark, lake).count() == fl.fates["staged"] == bronze_rows - fl.fates["duplicate"] - fl.fates["quarantined"] - fl.fates["conflict"]
     assert by_table["silver.weather_hourly"].fates["staged"] > 6000
+    # each silver.flights file keeps its row count and the statistics of flight_date and origin only
+    written = [json.loads(x["add"]["stats"]) for actions in delta.commit_actions(lake, SILVER_FLIGHTS, -1, fl.version) or [] for x in actions if "add" in x]
+    assert written and all(set(s["minValues"]) == {"flight_date", "origin"} and s["numRecords"] > 0 for s in written)
     for g in report.gold:
         start, end = {"2013Q1": ("2013-01-01", "2013-04-01"), "2001Q1": ("2001-01-01", "2001-04-01")}[g.quarter]
         eligible = _silver(spark, lake).where(f"flight_date >= '{start}' AND flight_date < '{end}' AND NOT is_cancelled AND arr_delay_min IS NOT NULL").count()

@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from lakehouse import maintenance
 from lakehouse.delta import retention_properties
 from lakehouse.maintenance import StoredFile, fragmented, hours_to_keep, maintained_since_last_write, optimize_statement, removable, retention_current
+from lakehouse.tables import REGISTRY
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
 
@@ -74,3 +76,10 @@ def test_vacuum_has_work_only_for_files_outside_the_snapshot_older_than_the_rete
     assert [f.path for f in removable(files, referenced, NOW, 24.0)] == ["m=2013-01/part-1.parquet"]
     assert [f.path for f in removable(files, referenced, NOW, 0.0)] == ["m=2013-01/part-1.parquet", "m=2013-02/part-2.parquet"]
     assert removable(files, referenced, NOW, 24.0 * 365) == []
+
+
+def test_each_z_order_column_has_statistics():
+    # Delta refuses to Z-order by a column whose statistics it does not keep
+    for name, columns in maintenance.ZORDER.items():
+        kept = REGISTRY[name].stats_columns
+        assert kept is None or set(columns) <= set(kept), name
