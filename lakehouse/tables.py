@@ -73,8 +73,8 @@ class Table:
     constraints: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
     feed: Feed | None = None
-    #: The columns whose min/max/null counts Delta keeps per file, for data skipping and Z-ordering;
-    #: None keeps Delta's default (the first 32 columns). Every file keeps its row count either way.
+    #: The columns whose min/max/null counts Delta keeps per file, for data skipping and Z-ordering
+    #: (None: Delta's default, the first 32 columns). Every file keeps its row count either way.
     stats_columns: tuple[str, ...] | None = None
 
     @property
@@ -117,8 +117,8 @@ class Table:
             props["lakehouse.source_system"] = self.feed.source_system
             props["lakehouse.source_prefix"] = self.feed.prefix
         props.update(self.properties)
-        if self.stats_columns is not None:
-            props.update({"delta.dataSkippingStatsColumns": ",".join(self.stats_columns)} if self.stats_columns else {"delta.dataSkippingNumIndexedCols": "0"})
+        if self.stats_columns:
+            props["delta.dataSkippingStatsColumns"] = ",".join(self.stats_columns)
         props.update({f"delta.constraints.{name.lower()}": expression for name, expression in self.constraints.items()})
         return props
 
