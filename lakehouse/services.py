@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -309,19 +310,29 @@ JUPYTER = Service("jupyter", lambda s: f"http://127.0.0.1:{s.jupyter_port}/lab",
 # ---------------------------------------------------------------- ports
 
 
-def free_port() -> int:
-    """A loopback port that nothing listens on right now (for a second stack: tests, the benchmark)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: Ports a second stack takes from: above the default stack's ports (5000-18346) and below the
+#: kernel's ephemeral range, which `bind(0)`, outgoing connections and the Spark driver draw from. A
+#: port picked from that range could be taken by any of those before the service binds it (CI saw
+#: MLflow fail with "address already in use" on a port `bind(0)` had just called free).
+_SECOND_STACK_PORTS_FROM = 20000
 
 
-def free_port_block(size: int = 16) -> int:
-    """A base port whose next `size` loopback ports are all free (SeaweedFS takes a block)."""
+def _pickable_ports() -> range:
+    """Ports below the kernel's ephemeral range, from `_SECOND_STACK_PORTS_FROM` on."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default
+    if ephemeral_low - _SECOND_STACK_PORTS_FROM < 1000:
+        return range(_SECOND_STACK_PORTS_FROM, 65536)  # an unusual kernel range: any high port
+    return range(_SECOND_STACK_PORTS_FROM, ephemeral_low)
+
+
+def free_port_block(size: int = 1) -> int:
+    """A base port whose next `size` loopback ports are all free, outside the kernel's ephemeral range."""
+    pickable = _pickable_ports()
     for _ in range(200):
-        base = free_port()
-        if base + size >= 65535:
-            continue
+        base = random.randrange(pickable.start, pickable.stop - size)
         socks: list[socket.socket] = []
         try:
             for offset in range(size):
@@ -334,21 +345,36 @@ def free_port_block(size: int = 16) -> int:
         finally:
             for sock in socks:
                 sock.close()
-    raise ServiceError("no block of free loopback ports")
+    raise ServiceError(f"no block of {size} free loopback ports in {pickable.start}-{pickable.stop - 1}")
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on right now (for a second stack: tests, the benchmark)."""
+    return free_port_block(1)
+
+
+#: SeaweedFS takes a block of 16 ports from its base (see `_weed_prepare`); then S3, MLflow, Airflow, Jupyter.
+_WEED_PORTS = 16
 
 
 def second_stack_environment(home: Path, sources_dir: Path) -> dict[str, str]:
-    """LAKEHOUSE_* variables of a second local stack (tests, the benchmark): its own home, fresh keys, free loopback ports."""
+    """LAKEHOUSE_* variables of a second local stack (tests, the benchmark): its own home, fresh keys, free loopback ports.
+
+    The stack's ports are one block, so two stacks picked at the same moment (two test workers) can
+    only collide if their blocks overlap, and each port's check sees the other stack's bound ones.
+    """
     generate_secrets(home / "secrets.env")
     keys = {k: v for k, v in dotenv_values(home / "secrets.env").items() if v}
+    base = free_port_block(_WEED_PORTS + 4)
+    s3, mlflow, airflow, jupyter = range(base + _WEED_PORTS, base + _WEED_PORTS + 4)
     return {
         **keys,
         "LAKEHOUSE_HOME": str(home),
-        "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-        "LAKEHOUSE_WEED_PORT_BASE": str(free_port_block()),
-        "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{free_port()}",
-        "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
-        "LAKEHOUSE_JUPYTER_PORT": str(free_port()),
+        "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{s3}",
+        "LAKEHOUSE_WEED_PORT_BASE": str(base),
+        "LAKEHOUSE_MLFLOW_URI": f"http://127.0.0.1:{mlflow}",
+        "LAKEHOUSE_AIRFLOW_URL": f"http://127.0.0.1:{airflow}",
+        "LAKEHOUSE_JUPYTER_PORT": str(jupyter),
         "LAKEHOUSE_SOURCES_DIR": str(sources_dir),
     }
 

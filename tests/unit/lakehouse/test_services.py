@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psutil
 
@@ -20,8 +22,9 @@ def _http_server(name: str, port: int, delay_s: float, folder: Path) -> services
 
 
 def test_up_starts_every_service_before_it_waits_for_the_first(tmp_path, monkeypatch):
-    slow = _http_server("slow", services.free_port(), 3.0, tmp_path)
-    quick = _http_server("quick", services.free_port(), 0.0, tmp_path)
+    base = services.free_port_block(2)
+    slow = _http_server("slow", base, 3.0, tmp_path)
+    quick = _http_server("quick", base + 1, 0.0, tmp_path)
     monkeypatch.setattr(services, "SERVICES", (slow, quick))
     settings = settings_from_mapping(services.second_stack_environment(tmp_path / "home", PROJECT_ROOT / ".lakehouse" / "sources"))
     answered: dict[str, float] = {}
@@ -35,3 +38,20 @@ def test_up_starts_every_service_before_it_waits_for_the_first(tmp_path, monkeyp
     finally:
         services.down(settings)
     assert services.running_pid(settings, "slow") is None and services.running_pid(settings, "quick") is None
+
+
+def test_a_second_stack_takes_one_block_of_free_ports_the_kernel_never_hands_out_itself(tmp_path):
+    """Ports from the ephemeral range could be taken by an outgoing connection or a Spark driver
+    between the pick and the service's bind; the stack's ports are distinct, free and below it."""
+    env = services.second_stack_environment(tmp_path / "home", tmp_path / "sources")
+    settings = settings_from_mapping(env)
+    weed = range(settings.weed_port_base, settings.weed_port_base + 16)
+    others = [urlparse(settings.s3_endpoint).port, urlparse(settings.mlflow_uri).port, urlparse(settings.airflow_url).port, settings.jupyter_port]
+    ports = [*weed, *others]
+    assert len(set(ports)) == len(ports) == 20
+    assert max(ports) - min(ports) == 19  # one block
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert min(ports) >= 20000 and max(ports) < ephemeral_low
+    for port in ports:  # free now: each binds
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
