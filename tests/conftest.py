@@ -28,10 +28,8 @@ def lake_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         # small slices: adaptive execution's extra jobs cost more than they save (see lakehouse/spark.py)
         "LAKEHOUSE_SPARK_ADAPTIVE": "false",
         # the client compiler only: the tests' JVMs run hundreds of tiny jobs, where the server
-        # compiler's work never pays back (a bronze module: 175 s -> 150 s); and the parallel
-        # collector, which has no concurrent marking threads (a small ingest and build: 47 JVM CPU
-        # seconds instead of 52 with G1)
-        "LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC",
+        # compiler's work never pays back (a bronze module: 175 s -> 150 s)
+        "LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1",
     }
 
 

@@ -126,6 +126,22 @@ def test_the_client_compiler_gets_the_code_cache_of_both_compilers(tmp_path):
     assert options(999, "-XX:ReservedCodeCacheSize=64m").endswith("-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=64m")
 
 
+def test_the_driver_collects_garbage_with_the_parallel_collector_unless_its_options_choose_one(tmp_path):
+    _fake_jars(tmp_path)
+    base = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_JARS_DIR": str(tmp_path / "jars")}
+
+    def options(own: str | None = None) -> list[str]:
+        extra = {"LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS": own} if own else {}
+        return spark_conf(load_settings({**base, **extra}), [], "t")["spark.driver.extraJavaOptions"].split()
+
+    assert "-XX:+UseParallelGC" in options()
+    assert "-XX:+UseParallelGC" in options("-XX:TieredStopAtLevel=1 -XX:+UseGCOverheadLimit")
+    # two collectors would stop the JVM from starting: one's own choice is the only one
+    for own in ("-XX:+UseG1GC", "-Xss4m -XX:+UseZGC", "-XX:+UseSerialGC"):
+        chosen = [o for o in options(own) if o.startswith("-XX:+Use") and o.endswith("GC")]
+        assert chosen == own.split()[-1:], own
+
+
 def test_rows_of_the_driver_become_a_relation_in_the_jvm_with_the_values_spark_would_give(spark):
     ended = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
     record = {
