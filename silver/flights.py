@@ -20,7 +20,6 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import delta
-from lakehouse.quarters import extract_month
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_FLIGHTS, get
@@ -47,7 +46,7 @@ def _value_rules(cfg: Mapping[str, Any], distance: Column, arr_delay: Column, or
         Rule(
             "outside_extract_month",
             "the flight's scheduled day lies outside its extract's month",
-            extract_month(F.col("_source_object")).isNotNull() & (flight_month != extract_month(F.col("_source_object"))),
+            F.col("_object_month").isNotNull() & (flight_month != F.col("_object_month")),
         ),
     ]
 

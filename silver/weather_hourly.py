@@ -14,7 +14,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import quality as q
-from lakehouse.quarters import extract_month
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_WEATHER
@@ -62,7 +61,7 @@ def prepare_weather(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
         Rule(
             "outside_extract_month",
             "the observation's day lies outside its extract's month",
-            extract_month(F.col("_source_object")).isNotNull() & (F.date_format("_local", "yyyy-MM") != extract_month(F.col("_source_object"))),
+            F.col("_object_month").isNotNull() & (F.date_format("_local", "yyyy-MM") != F.col("_object_month")),
         ),
     ]
     return check(typed, rules).select(

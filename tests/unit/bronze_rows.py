@@ -28,9 +28,20 @@ def bronze_rows(spark: SparkSession, table: str, rows: list[dict], obj: str = "x
     return local_frame(spark, records, t.schema)
 
 
-def prepared(spark: SparkSession, prepare, table: str, rows: list[dict], cfg: dict, **kw) -> DataFrame:
-    """Run a silver `prepare` on literal bronze rows, with the bookkeeping columns conform adds."""
+def prepared(spark: SparkSession, prepare, table: str, rows: list[dict], cfg: dict, obj: str = "x.csv", etag: str = "e1", ingested_at: datetime = INGESTED) -> DataFrame:
+    """Run a silver `prepare` on literal bronze rows, with the bookkeeping columns conform adds.
+
+    Each object's latest delivery is a local relation, as conform reads it from the ingest log.
+    """
     from pyspark.sql import functions as F
 
-    df = bronze_rows(spark, table, rows, **kw).withColumn("_bronze_table", F.lit(table)).withColumn("_superseded", F.lit(False))
-    return prepare(df, cfg)
+    from silver.rules import mark_superseded
+
+    df = bronze_rows(spark, table, rows, obj=obj, etag=etag, ingested_at=ingested_at).withColumn("_bronze_table", F.lit(table))
+    newest: dict[str, tuple[datetime, str]] = {}
+    for row in rows:
+        key, at = row.get("_source_object", obj), row.get("_ingested_at", ingested_at)
+        if key not in newest or at > newest[key][0]:
+            newest[key] = (at, row.get("_source_etag", etag))
+    latest = local_frame(spark, [(key, tag) for key, (_, tag) in newest.items()], "_source_object STRING, _latest_etag STRING")
+    return prepare(mark_superseded(df, latest), cfg)

@@ -46,6 +46,23 @@ def test_every_row_gets_exactly_one_fate(spark):
     ]  # fmt: skip
 
 
+def test_a_rows_object_month_is_read_once_per_object_or_from_the_row_when_its_object_is_unknown(spark):
+    rows = _rows(
+        spark,
+        [
+            ("a", 1, "bts/flights/2001-01.csv.gz", "e", T1, 2, []),
+            ("b", 1, "nyc/planes/planes.csv", "e", T1, 2, []),  # a snapshot: no month
+            ("c", 1, "nyc/flights/2013-12.csv", "e", T1, 2, []),  # not among the latest deliveries
+        ],
+    )
+    latest = latest_deliveries(rows).where(F.col("_source_object") != "nyc/flights/2013-12.csv")
+    marked = mark_superseded(rows, latest)
+    assert sorted((r.k, r._object_month, r._superseded) for r in marked.collect()) == [("a", "2001-01", False), ("b", None, False), ("c", "2013-12", False)]
+    # on the rows, the month is a column of the join: no regular expression runs per row of a monthly object
+    plan = marked._jdf.queryExecution().optimizedPlan().toString()
+    assert "coalesce(_latest_month" in plan, plan
+
+
 def test_a_quarantined_row_does_not_take_a_keys_place(spark):
     rows = _rows(spark, [("a", 1, "o", "e", T1, 2, ["bad"]), ("a", 2, "o", "e", T1, 3, [])])
     fated = assign_fates(mark_superseded(rows, latest_deliveries(rows)), ["k"], ["k", "v"], [F.col("_row_number").asc()])
