@@ -348,11 +348,6 @@ def free_port_block(size: int = 1) -> int:
     raise ServiceError(f"no block of {size} free loopback ports in {pickable.start}-{pickable.stop - 1}")
 
 
-def free_port() -> int:
-    """A loopback port that nothing listens on right now (for a second stack: tests, the benchmark)."""
-    return free_port_block(1)
-
-
 #: SeaweedFS takes a block of 16 ports from its base (see `_weed_prepare`); then S3, MLflow, Airflow, Jupyter.
 _WEED_PORTS = 16
 

@@ -24,7 +24,7 @@ from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_FLIGHTS, get
 from silver import conform
-from silver.rules import Rule, blank, check, clean, unparseable
+from silver.rules import Rule, blank, check, clean, outside_object_month, unparseable
 
 _CODE = r"^[A-Z0-9]{3}$"
 
@@ -46,7 +46,7 @@ def _value_rules(cfg: Mapping[str, Any], distance: Column, arr_delay: Column, or
         Rule(
             "outside_extract_month",
             "the flight's scheduled day lies outside its extract's month",
-            F.col("_object_month").isNotNull() & (flight_month != F.col("_object_month")),
+            outside_object_month(flight_month),
         ),
     ]
 

@@ -55,6 +55,12 @@ def unparseable(raw: Column, parsed: Column) -> Column:
     return ~blank(raw) & parsed.isNull()
 
 
+def outside_object_month(month: Column) -> Column:
+    """`month` (yyyy-MM) is not the month the row's object key names (`_object_month`, added by
+    `mark_superseded`); never true for a snapshot, whose key names none."""
+    return F.col("_object_month").isNotNull() & (month != F.col("_object_month"))
+
+
 def mark_superseded(df: DataFrame, latest: DataFrame) -> DataFrame:
     """Add `_superseded`, the row's delivery is older than the latest delivery of its object, and
     `_object_month`, the month its object's key names (`lakehouse.quarters.extract_month`).

@@ -18,7 +18,7 @@ from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_WEATHER
 from silver import conform
-from silver.rules import Rule, blank, check, clean, unparseable
+from silver.rules import Rule, blank, check, clean, outside_object_month, unparseable
 
 _MEASURES = {
     "temp": "temp_f", "dewp": "dewp_f", "humid": "humid_pct", "wind_dir": "wind_dir_deg", "wind_speed": "wind_speed_mph",
@@ -61,7 +61,7 @@ def prepare_weather(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
         Rule(
             "outside_extract_month",
             "the observation's day lies outside its extract's month",
-            F.col("_object_month").isNotNull() & (F.date_format("_local", "yyyy-MM") != F.col("_object_month")),
+            outside_object_month(F.date_format("_local", "yyyy-MM")),
         ),
     ]
     return check(typed, rules).select(

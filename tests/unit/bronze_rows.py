@@ -35,13 +35,12 @@ def prepared(spark: SparkSession, prepare, table: str, rows: list[dict], cfg: di
     """
     from pyspark.sql import functions as F
 
+    from silver.conform import latest_etags
     from silver.rules import mark_superseded
 
     df = bronze_rows(spark, table, rows, obj=obj, etag=etag, ingested_at=ingested_at).withColumn("_bronze_table", F.lit(table))
-    newest: dict[str, tuple[datetime, str]] = {}
-    for row in rows:
-        key, at = row.get("_source_object", obj), row.get("_ingested_at", ingested_at)
-        if key not in newest or at > newest[key][0]:
-            newest[key] = (at, row.get("_source_etag", etag))
-    latest = local_frame(spark, [(key, tag) for key, (_, tag) in newest.items()], "_source_object STRING, _latest_etag STRING")
+    logged = [
+        {"object_key": r.get("_source_object", obj), "etag": r.get("_source_etag", etag), "logged_at": r.get("_ingested_at", ingested_at), "bronze_version": None} for r in rows
+    ]
+    latest = local_frame(spark, sorted(latest_etags(logged).items()), "_source_object STRING, _latest_etag STRING")
     return prepare(mark_superseded(df, latest), cfg)
