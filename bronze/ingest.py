@@ -10,7 +10,8 @@ Exactly once: an object counts as ingested when `bronze._ingest_log` holds a com
 its key and ETag. A run first logs its objects as `pending`, appends their rows to bronze in one
 commit tagged with the run id (Delta userMetadata), then logs them `committed`. A run that died
 between the two is settled by the next one from the bronze history: if the tagged commit exists
-the objects are marked `recovered` (nothing re-read), otherwise `aborted` and ingested again.
+the objects are marked `recovered` (nothing re-read), otherwise `aborted` and ingested again;
+each pending entry by an outcome of its own, as retries reuse the run id (`unsettled`).
 """
 
 from __future__ import annotations
@@ -130,13 +131,27 @@ def of_months(objects: Iterable[ObjectInfo], months: Iterable[str] | None) -> li
 
 
 def unsettled(log_rows: Iterable[dict]) -> dict[str, list[dict]]:
-    """Pending log entries with no later outcome, grouped by run id."""
-    rows = list(log_rows)
-    settled = {(r["run_id"], r["object_key"], r["etag"]) for r in rows if r["status"] != "pending"}
+    """Pending log entries with no outcome of their own, grouped by run id.
+
+    Every attempt of a run logs one `pending` entry per object before it writes, and one outcome
+    after (`committed`; or `recovered` / `aborted`, from the next attempt that settles it). An
+    orchestrator's retries reuse the run id, so one (run id, key, ETag) can hold several attempts'
+    entries: a pending entry is settled by an outcome of its own, counted, not by any outcome of
+    its run (an `aborted` outcome of a first attempt must not settle the pending entry of a second
+    that wrote bronze and died before logging: that object would be ingested twice).
+    """
+    balance: dict[tuple[str, str, str], list[dict]] = {}
+    outcomes: dict[tuple[str, str, str], int] = {}
+    for r in log_rows:
+        key = (r["run_id"], r["object_key"], r["etag"])
+        if r["status"] == "pending":
+            balance.setdefault(key, []).append(r)
+        else:
+            outcomes[key] = outcomes.get(key, 0) + 1
     pending: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["status"] == "pending" and (r["run_id"], r["object_key"], r["etag"]) not in settled:
-            pending.setdefault(r["run_id"], []).append(r)
+    for key, entries in balance.items():
+        for entry in entries[outcomes.get(key, 0) :]:
+            pending.setdefault(key[0], []).append(entry)
     return pending
 
 
@@ -243,7 +258,8 @@ def _entry(table: Table, obj: dict | ObjectInfo, run_id: str, status: str, now: 
 def settle(spark: SparkSession, settings: Settings, table: Table, pending: dict[str, list[dict]], now: datetime, report: FeedReport) -> None:
     """Resolve the pending entries a crashed run left: recovered if its bronze commit exists, else aborted."""
     location = table.location(settings)
-    committed = delta.versions_with_metadata(spark, location, limit=200) if delta.exists(spark, location) else {}
+    # the whole history: a crashed run may be settled long after it, many commits later
+    committed = delta.versions_with_metadata(spark, location) if delta.exists(spark, location) else {}
     entries = []
     for run_id, objects in pending.items():
         version = committed.get(run_id)

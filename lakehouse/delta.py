@@ -90,9 +90,9 @@ def latest_version(spark: SparkSession, location: str) -> int:
     return int(first(DeltaTable.forPath(spark, location).history(1).select("version"))[0])
 
 
-def versions_with_metadata(spark: SparkSession, location: str, limit: int = 50) -> dict[str, int]:
-    """userMetadata -> version for the most recent commits that carry one."""
-    rows = DeltaTable.forPath(spark, location).history(limit).where(F.col("userMetadata").isNotNull()).select("userMetadata", "version").collect()
+def versions_with_metadata(spark: SparkSession, location: str) -> dict[str, int]:
+    """userMetadata -> version of every commit in the table's history that carries one (the first, if several do)."""
+    rows = DeltaTable.forPath(spark, location).history().where(F.col("userMetadata").isNotNull()).select("userMetadata", "version").collect()
     return {r["userMetadata"]: int(r["version"]) for r in rows}
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
 import signal
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
@@ -89,30 +92,36 @@ def test_malformed_lines_are_flagged_never_dropped(empty_lake, spark):
     assert rows[7]["origin"] == "LGA" and rows[3]["origin"] is None
 
 
-@pytest.mark.parametrize("point", ["ingest.after_bronze_write", "ingest.before_bronze_write"])
-def test_a_crash_mid_ingest_ends_with_every_row_exactly_once(empty_lake, spark, cli, read_landing, point):
+def _killed_ingest_task(lake_env: dict[str, str], month: str, run_id: str, point: str) -> None:
+    """The monthly DAG's ingest task (`steps.ingest_task`, as an Airflow try runs it) in a process of its own, SIGKILLed at `point`."""
+    code = f"from pipeline import steps; steps.ingest_task({month!r}, {run_id!r})"
+    env = {**os.environ, **lake_env, "LAKEHOUSE_FAIL_AT": f"{point}:kill"}
+    crashed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+
+
+def test_killed_twice_and_retried_on_the_same_run_id_every_row_is_ingested_exactly_once(empty_lake, spark, lake_env, read_landing):
     settings = empty_lake
     landing.land(settings, ["nyc_flights"], {"2013-02"}, every=20)
-    crashed = cli("ingest", "--feed", "nyc_flights", env={"LAKEHOUSE_FAIL_AT": f"{point}:kill"}, check=False)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     location = get("bronze.nyc_flights").location(settings)
-    written_before_crash = delta.exists(spark, location) and delta.read(spark, location).count() > 0
-    assert written_before_crash == (point == "ingest.after_bronze_write")
+    run_id = "ingest-scheduled-2013-03-01T00-00-00-00-00"  # an Airflow run's id, the same on each of its tries
 
-    report = ingest.run(spark, settings, "ingest-after-crash", T0, feeds=["nyc_flights"])
-    feed = report.feeds[0]
-    if point == "ingest.after_bronze_write":
-        assert (feed.recovered_objects, feed.objects) == (1, 0)  # settled from the bronze history, nothing re-read
-    else:
-        assert (feed.aborted_objects, feed.objects) == (1, 1)  # nothing was written: ingested again
+    # try 1 dies before writing bronze
+    _killed_ingest_task(lake_env, "2013-02", run_id, "ingest.before_bronze_write")
+    assert not delta.exists(spark, location) or delta.read(spark, location).count() == 0
+    # try 2 settles try 1 (aborted: nothing was written), ingests the object, and dies before logging it committed
+    _killed_ingest_task(lake_env, "2013-02", run_id, "ingest.after_bronze_write")
     expected = source_rows(read_landing("nyc/flights/2013-02.csv"))
+    assert delta.read(spark, location).count() == expected
+    # try 3 settles try 2 from the bronze commit tagged with the run id: recovered, nothing read again
+    report = ingest.run(spark, settings, run_id, T0, feeds=["nyc_flights"])
+    feed = report.feeds[0]
+    assert (feed.recovered_objects, feed.aborted_objects, feed.objects) == (1, 0, 0)
+
     bronze = delta.read(spark, location)
     assert bronze.count() == expected
     assert bronze.select("_row_number").distinct().count() == expected
-
-    statuses = sorted(r["status"] for r in delta.read(spark, INGEST_LOG.location(settings)).collect())
-    if point == "ingest.after_bronze_write":
-        assert statuses == ["pending", "recovered"]
-    else:
-        assert statuses == ["aborted", "committed", "pending", "pending"]
+    log = delta.read(spark, INGEST_LOG.location(settings)).collect()
+    assert sorted(r["status"] for r in log) == ["aborted", "pending", "pending", "recovered"]
+    assert {r["rows"] for r in log if r["status"] == "recovered"} == {expected}
     assert ingest.run(spark, settings, "ingest-later", T0, feeds=["nyc_flights"]).rows == 0

@@ -103,6 +103,16 @@ def test_unsettled_finds_pending_entries_without_an_outcome():
     assert {k: [r["object_key"] for r in v] for k, v in unsettled(rows).items()} == {"r2": ["b"]}
 
 
+def test_a_retry_with_the_same_run_id_leaves_its_own_pending_entry_unsettled():
+    # attempt 1 logged pending and died before writing bronze; attempt 2 (an orchestrator's retry,
+    # same run id) settled it as aborted, logged pending again, wrote bronze and died before logging
+    entry = {"run_id": "r", "object_key": "a", "etag": "1"}
+    rows = [{**entry, "status": "pending"}, {**entry, "status": "aborted"}, {**entry, "status": "pending"}]
+    assert unsettled(rows) == {"r": [rows[2]]}
+    # attempt 3 settles it (recovered from the bronze commit tagged with the run id): nothing left
+    assert unsettled([*rows, {**entry, "status": "recovered"}]) == {}
+
+
 def test_of_months_keeps_the_months_extracts_and_every_snapshot():
     listed = [ObjectInfo("landing", k, "e", 1) for k in ("bts/flights/2001-01.csv.gz", "bts/flights/2001-02.csv.gz", "nyc/planes/planes.csv")]
     assert [o.key for o in of_months(listed, ["2001-02"])] == ["bts/flights/2001-02.csv.gz", "nyc/planes/planes.csv"]
