@@ -66,6 +66,8 @@ class Settings:
     quality_config: Path
     retention_days: float = 200.0
     compact_min_files: int = 16  # maintenance compacts a partition once it holds this many files (see `lakehouse.maintenance`)
+    writer_wait_s: float = 3600.0  # how long a writing step waits for the writer lease before it fails (see `lakehouse.lease`)
+    writer_wait_report_s: float = 30.0  # how often a waiting writer says whom it waits for
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
     code_version: str | None = None
     fail_at: str | None = None
@@ -183,6 +185,8 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         # Delta log and deleted-file retention: two quarters plus a margin
         retention_days=float(get("RETENTION_DAYS", "200")),
         compact_min_files=int(get("COMPACT_MIN_FILES", "16")),
+        writer_wait_s=float(get("WRITER_WAIT_S", "3600")),
+        writer_wait_report_s=float(get("WRITER_WAIT_REPORT_S", "30")),
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
@@ -209,6 +213,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
         "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
         "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days), "LAKEHOUSE_COMPACT_MIN_FILES": str(settings.compact_min_files),
+        "LAKEHOUSE_WRITER_WAIT_S": repr(settings.writer_wait_s), "LAKEHOUSE_WRITER_WAIT_REPORT_S": repr(settings.writer_wait_report_s),
         **{f"LAKEHOUSE_BUCKET_{name.upper()}": bucket for name, bucket in settings.buckets.items()},
     }  # fmt: skip
     for role, creds in settings.credentials.items():

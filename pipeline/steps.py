@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from lakehouse import faults, inspect, quality, quarters, storage
+from lakehouse.lease import writer_lease
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings, load_settings
 from lakehouse.tables import BRONZE_TABLES
@@ -108,16 +109,17 @@ def ingest(
     from lakehouse.spark import build_session
 
     settings = settings or load_settings()
-    if not bronze_ingest.has_work(settings, feeds, months):
-        log.info("nothing new to ingest: Spark not started")
-        return bronze_ingest.IngestReport(run_id, [bronze_ingest.FeedReport(t.name) for t in bronze_ingest.selected(feeds)])
-    t0 = time.monotonic()
-    spark = build_session(settings, ["ingest"], app_name=f"lakehouse-{run_id}")
-    if on_spark is not None:
-        on_spark(time.monotonic() - t0)
-    report = bronze_ingest.run(spark, settings, run_id, _naive_utc(started_at), feeds, on_feed=on_feed, months=months)
-    log.info("ingested %s: %d objects, %d rows", ", ".join(months or ["every month"]), report.objects, report.rows)
-    return report
+    with writer_lease(settings, f"ingest {run_id}"):
+        if not bronze_ingest.has_work(settings, feeds, months):
+            log.info("nothing new to ingest: Spark not started")
+            return bronze_ingest.IngestReport(run_id, [bronze_ingest.FeedReport(t.name) for t in bronze_ingest.selected(feeds)])
+        t0 = time.monotonic()
+        spark = build_session(settings, ["ingest"], app_name=f"lakehouse-{run_id}")
+        if on_spark is not None:
+            on_spark(time.monotonic() - t0)
+        report = bronze_ingest.run(spark, settings, run_id, _naive_utc(started_at), feeds, on_feed=on_feed, months=months)
+        log.info("ingested %s: %d objects, %d rows", ", ".join(months or ["every month"]), report.objects, report.rows)
+        return report
 
 
 def ingest_task(month: str, run_id: str, started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
@@ -188,34 +190,35 @@ def build_step(
     from silver.layer import SILVER_JOBS
 
     settings = settings or load_settings()
-    faults.checkpoint(settings, "silver.start")
-    ctx = _context(settings, run_id, started_at)
-    code = staleness.code_version(settings)
-    forced = list(wanted) if force is True else list(force or [])
-    pending = staleness.silver_pending(settings)
-    _, stale, skipped = staleness.plan_gold(settings, wanted, code, ctx.config, forced)
-    if not pending and not stale:
-        log.info("nothing to build: no new bronze rows, %s up to date", ", ".join(f"{q} ({r.skipped_as})" for q, r in sorted(skipped.items())))
-        report = BuildReport(run_id, silver=[TableResult(job.SPEC.table.name, skipped=True) for job in SILVER_JOBS], gold=[skipped[q] for q in sorted(skipped)])
-        for table_result in report.silver:
-            if on_silver is not None:
-                on_silver(table_result)
-        for gold_result in report.gold:
-            if on_gold is not None:
-                on_gold(gold_result)
+    with writer_lease(settings, f"build {run_id}"):
+        faults.checkpoint(settings, "silver.start")
+        ctx = _context(settings, run_id, started_at)
+        code = staleness.code_version(settings)
+        forced = list(wanted) if force is True else list(force or [])
+        pending = staleness.silver_pending(settings)
+        _, stale, skipped = staleness.plan_gold(settings, wanted, code, ctx.config, forced)
+        if not pending and not stale:
+            log.info("nothing to build: no new bronze rows, %s up to date", ", ".join(f"{q} ({r.skipped_as})" for q, r in sorted(skipped.items())))
+            report = BuildReport(run_id, silver=[TableResult(job.SPEC.table.name, skipped=True) for job in SILVER_JOBS], gold=[skipped[q] for q in sorted(skipped)])
+            for table_result in report.silver:
+                if on_silver is not None:
+                    on_silver(table_result)
+            for gold_result in report.gold:
+                if on_gold is not None:
+                    on_gold(gold_result)
+            return report
+        t0 = time.monotonic()
+        rows = staleness.rows_to_read(settings, list(stale))
+        _import_while_spark_starts()
+        spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}", rows=rows)
+        spark_s = time.monotonic() - t0
+        report = build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
+        report.seconds = {"spark start": spark_s, **report.seconds}
+        for r in report.silver:
+            log.info("%s: %s", r.table, "no new rows" if r.skipped else f"{r.input_rows} in, fates {r.fates}, v{r.version}")
+        for g in report.gold:
+            log.info("gold %s: %s", g.quarter, f"up to date (build {g.skipped_as})" if g.skipped_as else f"build {g.build_id} ({g.stale_reason}), digest {g.digest}")
         return report
-    t0 = time.monotonic()
-    rows = staleness.rows_to_read(settings, list(stale))
-    _import_while_spark_starts()
-    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}", rows=rows)
-    spark_s = time.monotonic() - t0
-    report = build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
-    report.seconds = {"spark start": spark_s, **report.seconds}
-    for r in report.silver:
-        log.info("%s: %s", r.table, "no new rows" if r.skipped else f"{r.input_rows} in, fates {r.fates}, v{r.version}")
-    for g in report.gold:
-        log.info("gold %s: %s", g.quarter, f"up to date (build {g.skipped_as})" if g.skipped_as else f"build {g.build_id} ({g.stale_reason}), digest {g.digest}")
-    return report
 
 
 def build_task(quarter: str, run_id: str, force: bool = False, settings: Settings | None = None) -> dict[str, Any]:
@@ -242,15 +245,16 @@ def record_failure(quarter: str, run_id: str, step: str, error: BaseException | 
     from pipeline.record import record
 
     settings = settings or load_settings()
-    error = error if error is not None else RuntimeError(f"{step} failed")
-    gates = quality.gate_refs([error.result]) if isinstance(error, quality.GateFailed) else []
-    _import_while_spark_starts()
-    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-failure")
-    ctx = _context(settings, run_id, started_at)
-    wrapped = RuntimeError(f"step {step}: {type(error).__name__}: {error}")
-    row = record(spark, settings, ctx, quarter, staleness.code_version(settings), _naive_utc(None), [], None, gates, wrapped)
-    log.error("build %s of %s FAILED in %s: %s (MLflow run %s)", row["build_id"], quarter, step, error, row["mlflow_run_id"])
-    return {"build_id": row["build_id"], "mlflow_run_id": row["mlflow_run_id"]}
+    with writer_lease(settings, f"record the failure of {run_id}"):
+        error = error if error is not None else RuntimeError(f"{step} failed")
+        gates = quality.gate_refs([error.result]) if isinstance(error, quality.GateFailed) else []
+        _import_while_spark_starts()
+        spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-failure")
+        ctx = _context(settings, run_id, started_at)
+        wrapped = RuntimeError(f"step {step}: {type(error).__name__}: {error}")
+        row = record(spark, settings, ctx, quarter, staleness.code_version(settings), _naive_utc(None), [], None, gates, wrapped)
+        log.error("build %s of %s FAILED in %s: %s (MLflow run %s)", row["build_id"], quarter, step, error, row["mlflow_run_id"])
+        return {"build_id": row["build_id"], "mlflow_run_id": row["mlflow_run_id"]}
 
 
 def replay(
@@ -266,10 +270,11 @@ def replay(
     from silver.layer import SILVER_JOBS
 
     settings = settings or load_settings()
-    _import_while_spark_starts()
-    spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
-    ctx = _context(settings, run_id, started_at, replay=True)
-    return [run_table(spark, settings, job.SPEC, ctx, rules) for job in SILVER_JOBS if not tables or job.SPEC.table.name in tables]
+    with writer_lease(settings, f"quarantine replay {run_id}"):
+        _import_while_spark_starts()
+        spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
+        ctx = _context(settings, run_id, started_at, replay=True)
+        return [run_table(spark, settings, job.SPEC, ctx, rules) for job in SILVER_JOBS if not tables or job.SPEC.table.name in tables]
 
 
 def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintenance], None] | None = None) -> list[TableMaintenance]:
@@ -278,11 +283,12 @@ def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintena
     from lakehouse.spark import build_session
 
     resolved = settings or load_settings()
-    # started for the first table that needs it: not at all when nothing was written since the last run
-    spark = functools.cache(lambda: build_session(resolved, maintenance.ROLES, app_name="lakehouse-maintain"))
-    reports = maintenance.run(spark, resolved, _naive_utc(None), on_table=on_table)
-    log.info("maintained %d tables, %d bytes saved", len(reports), sum(r.bytes_before - r.bytes_after for r in reports))
-    return reports
+    with writer_lease(resolved, "maintain"):
+        # started for the first table that needs it: not at all when nothing was written since the last run
+        spark = functools.cache(lambda: build_session(resolved, maintenance.ROLES, app_name="lakehouse-maintain"))
+        reports = maintenance.run(spark, resolved, _naive_utc(None), on_table=on_table)
+        log.info("maintained %d tables, %d bytes saved", len(reports), sum(r.bytes_before - r.bytes_after for r in reports))
+        return reports
 
 
 def maintain_task(run_type: str | None = None, settings: Settings | None = None) -> dict[str, Any]:

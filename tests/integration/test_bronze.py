@@ -7,13 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
 from lakehouse import delta, landing
+from lakehouse.lease import writer_lease
 from lakehouse.tables import INGEST_LOG, get
 from tests.helpers import source_rows
 
@@ -125,3 +128,28 @@ def test_killed_twice_and_retried_on_the_same_run_id_every_row_is_ingested_exact
     assert sorted(r["status"] for r in log) == ["aborted", "pending", "pending", "recovered"]
     assert {r["rows"] for r in log if r["status"] == "recovered"} == {expected}
     assert ingest.run(spark, settings, "ingest-later", T0, feeds=["nyc_flights"]).rows == 0
+
+
+def test_a_writer_waits_for_the_writer_lease_and_one_that_will_not_wait_fails_having_written_nothing(empty_lake, spark, cli, lake_env, tmp_path):
+    settings = empty_lake
+    landing.land(settings, ["nyc_airlines"], {"2013-01"})
+    location = get("bronze.nyc_airlines").location(settings)
+    with writer_lease(settings, "a test holding the lease"):
+        busy = cli("ingest", "--feed", "nyc_airlines", env={"LAKEHOUSE_WRITER_WAIT_S": "0"}, check=False)
+        said = " ".join(busy.stderr.split())
+        assert busy.returncode == 2, busy.stderr
+        assert "error: ingest ingest-" in said and "is being written by a test holding the lease (pid " in said, said
+        assert not delta.exists(spark, location)
+
+        out = tmp_path / "waiting.log"
+        with open(out, "w") as log:
+            env = {**os.environ, **lake_env, "LAKEHOUSE_WRITER_WAIT_REPORT_S": "0.5"}
+            waiting = subprocess.Popen([str(Path(sys.executable).parent / "lakehouse"), "ingest", "--feed", "nyc_airlines"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "waiting for the writer lease, held by a test holding the lease" not in out.read_text():
+            assert waiting.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        assert not delta.exists(spark, location)  # nothing written while it waits
+    assert waiting.wait(timeout=600) == 0, out.read_text()
+    assert "writer lease taken after" in out.read_text()
+    assert _per_object(spark, settings, "bronze.nyc_airlines") == {"nyc/airlines/airlines.csv": 16}
