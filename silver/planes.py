@@ -13,20 +13,20 @@ from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_PLANES
 from silver import conform
-from silver.rules import Rule, blank, check, clean, unparseable
+from silver.rules import Rule, blank, check, clean, number, unparseable
 
 _INTS = {"year": "year_built", "engines": "engines", "seats": "seats"}
 
 
 def prepare_planes(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     """planes.csv: tailnum, year, type, manufacturer, model, engines, seats, speed, engine."""
-    typed = bronze.select("*", *[clean(F.col(raw)).try_cast("int").alias(f"_{out}") for raw, out in _INTS.items()], clean(F.col("speed")).try_cast("double").alias("_speed"))
+    typed = bronze.select("*", *[clean(F.col(raw)).try_cast("int").alias(f"_{out}") for raw, out in _INTS.items()], number(F.col("speed")).alias("_speed"))
     rules = [
         Rule("malformed_line", "the bronze line did not split into the source's columns", F.col("_is_malformed")),
         Rule("null_key", "tailnum is missing", blank(F.col("tailnum"))),
         Rule(
             "unparseable_number",
-            "year, engines, seats or speed is not a number",
+            "year, engines, seats or speed is not a (finite) number",
             F.greatest(*[unparseable(F.col(raw), F.col(f"_{out}")) for raw, out in _INTS.items()], unparseable(F.col("speed"), F.col("_speed"))),
         ),
         Rule("seats_negative", "seats < 0", F.col("_seats") < 0),

@@ -50,6 +50,18 @@ def clean(c: Column, null_tokens: Sequence[str] = ("NA",)) -> Column:
     return F.when(~blank(c, null_tokens), F.trim(c))
 
 
+def number(c: Column) -> Column:
+    """A raw string field parsed as a finite double; null when missing or not a finite number.
+
+    Spark reads "NaN", "Infinity" and a value beyond a double's range ("1e400") as doubles that are
+    not finite: they count as unparseable (`unparseable`), so the row is quarantined with a rule
+    instead of carrying a NaN into silver or overflowing a later cast (a NaN `dep_delay` crashed
+    silver.flights under Spark 4's strict casts).
+    """
+    parsed = clean(c).try_cast("double")
+    return F.when(F.abs(parsed) < F.lit(float("inf")), parsed)
+
+
 def unparseable(raw: Column, parsed: Column) -> Column:
     """The raw field has a value but it did not parse."""
     return ~blank(raw) & parsed.isNull()

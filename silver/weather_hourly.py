@@ -18,7 +18,7 @@ from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.tables import SILVER_WEATHER
 from silver import conform
-from silver.rules import Rule, blank, check, clean, outside_object_month, unparseable
+from silver.rules import Rule, blank, check, clean, number, outside_object_month, unparseable
 
 _MEASURES = {
     "temp": "temp_f", "dewp": "dewp_f", "humid": "humid_pct", "wind_dir": "wind_dir_deg", "wind_speed": "wind_speed_mph",
@@ -35,7 +35,7 @@ def prepare_weather(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
     typed = bronze.select(
         "*",
         *[v.alias(f"_{k}") for k, v in parts.items()],
-        *[clean(F.col(raw)).try_cast("double").alias(f"_{out}") for raw, out in _MEASURES.items()],
+        *[number(F.col(raw)).alias(f"_{out}") for raw, out in _MEASURES.items()],
         local.alias("_local"),
         utc.alias("_utc"),
     )
@@ -44,7 +44,7 @@ def prepare_weather(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
         Rule("null_key", "origin, year, month, day or hour is missing", F.greatest(*[blank(F.col(c)) for c in _KEY_PARTS])),
         Rule(
             "unparseable_number",
-            "a numeric field is not a number",
+            "a numeric field is not a (finite) number",
             F.greatest(*[unparseable(F.col(c), F.col(f"_{c}")) for c in parts], *[unparseable(F.col(raw), F.col(f"_{out}")) for raw, out in _MEASURES.items()]),
         ),
         Rule(

@@ -77,8 +77,8 @@ def test_airports_reject_impossible_coordinates(spark, quality_config):
 def test_planes_and_carriers(spark):
     [plane] = prepared(spark, prepare_planes, "bronze.nyc_planes", [{"tailnum": "N10156", "year": "2004", "seats": "55", "speed": "NA", "engines": "2"}], {}).collect()
     assert (plane.tailnum, plane.year_built, plane.seats, plane.speed_mph, plane._failed_rules) == ("N10156", 2004, 55, None, [])
-    [bad] = prepared(spark, prepare_planes, "bronze.nyc_planes", [{"tailnum": "N1", "seats": "lots"}], {}).collect()
-    assert bad._failed_rules == ["unparseable_number"]
+    bad = prepared(spark, prepare_planes, "bronze.nyc_planes", [{"tailnum": "N1", "seats": "lots"}, {"tailnum": "N2", "speed": "NaN"}], {}).orderBy("_row_number").collect()
+    assert [r._failed_rules for r in bad] == [["unparseable_number"], ["unparseable_number"]]  # NaN is no speed
     rows = (
         prepared(spark, prepare_airlines, "bronze.nyc_airlines", [{"carrier": "9E", "name": "Endeavor Air Inc."}, {"carrier": "NA", "name": "?"}], {})
         .orderBy("_row_number")

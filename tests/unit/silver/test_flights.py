@@ -43,6 +43,9 @@ def test_bts_exact_duplicates_share_an_id_and_other_values_do_not(spark, quality
         ({"delay": "-121"}, "arr_delay_out_of_range"),
         ({"delay": "1801"}, "arr_delay_out_of_range"),
         ({"delay": "twelve"}, "unparseable_number"),
+        ({"delay": "NaN"}, "unparseable_number"),
+        ({"delay": "-Infinity"}, "unparseable_number"),
+        ({"distance": "1e400"}, "unparseable_number"),  # beyond a double: read as Infinity
         ({"date": "2001-13-45 99:00:00"}, "unparseable_timestamp"),
         ({"origin": None}, "null_key"),
         ({"origin": "J F K"}, "invalid_airport_code"),
@@ -97,6 +100,12 @@ def test_nyc_natural_key_ignores_values(spark, quality_config):
         ({"dep_delay": "NA"}, "departure_unknown"),
         ({"arr_delay": "abc"}, "unparseable_number"),
         ({"dep_delay": "1900"}, "dep_delay_out_of_range"),
+        # Spark 4's strict casts: these crashed silver.flights (the departure time's cast to minutes overflowed)
+        ({"dep_delay": "NaN"}, "unparseable_number"),
+        ({"dep_delay": "Infinity"}, "unparseable_number"),
+        ({"dep_delay": "1e300"}, "dep_delay_out_of_range"),
+        ({"dep_delay": "99999999999999"}, "dep_delay_out_of_range"),
+        ({"arr_delay": "NaN"}, "unparseable_number"),
         ({"month": "2"}, "outside_extract_month"),
     ],
 )
