@@ -16,6 +16,7 @@ each pending entry by an outcome of its own, as retries reuse the run id (`unset
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
+from bronze import screen
 from lakehouse import delta, faults, inspect, storage
 from lakehouse.quarters import object_month
 from lakehouse.settings import Settings
@@ -34,7 +36,11 @@ from lakehouse.tables import BRONZE_TABLES, INGEST_LOG, Feed, Table
 #: A comma outside double quotes (the field separator of RFC 4180 CSV).
 _UNQUOTED_COMMA = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
 
+log = logging.getLogger(__name__)
+
 DONE = ("committed", "recovered")
+#: Statuses after which an object (key, ETag) is not looked at again: it reached bronze, or it was rejected.
+SEEN = (*DONE, "rejected")
 
 
 # ---------------------------------------------------------------- pure transforms
@@ -177,7 +183,7 @@ def has_work(settings: Settings, feeds: Iterable[str] | None = None, months: Ite
         mine = [r for r in log_rows if r["feed"] == table.name]
         if unsettled(mine):
             return True
-        done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in DONE}
+        done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in SEEN}
         if of_months(new_objects(storage.list_objects(s3, settings.bucket("landing"), table.feed.prefix), done), months):
             return True
     return False
@@ -191,6 +197,7 @@ class FeedReport:
     malformed: int = 0
     recovered_objects: int = 0
     aborted_objects: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)  # {"object_key", "reason"} of each object screened out
     bronze_version: int | None = None
     seconds: float = 0.0
 
@@ -246,12 +253,14 @@ def counted_per_object(rows: DataFrame, keys: Sequence[str]) -> tuple[DataFrame,
     return observed, counts
 
 
-def _entry(table: Table, obj: dict | ObjectInfo, run_id: str, status: str, now: datetime, counts: tuple[int, int] | None = None, version: int | None = None) -> dict:
+def _entry(
+    table: Table, obj: dict | ObjectInfo, run_id: str, status: str, now: datetime, counts: tuple[int, int] | None = None, version: int | None = None, reason: str | None = None
+) -> dict:
     key, etag, size = (obj.key, obj.etag, obj.size) if isinstance(obj, ObjectInfo) else (obj["object_key"], obj["etag"], obj["size"])
     rows, malformed = counts if counts is not None else (None, None)
     return {
         "feed": table.name, "object_key": key, "etag": etag, "size": size, "run_id": run_id, "status": status,
-        "rows": rows, "malformed_rows": malformed, "bronze_version": version, "logged_at": now,
+        "rows": rows, "malformed_rows": malformed, "bronze_version": version, "logged_at": now, "reason": reason,
     }  # fmt: skip
 
 
@@ -295,16 +304,28 @@ def ingest_feed(
     if pending:
         settle(spark, settings, table, pending, started_at, report)
         mine = [r for r in inspect.ingest_log(settings, role="ingest") if r["feed"] == table.name]
-    done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in DONE}
+    done = {(r["object_key"], r["etag"]) for r in mine if r["status"] in SEEN}
     s3 = storage.client(settings, "ingest")
     todo = of_months(new_objects(storage.list_objects(s3, settings.bucket("landing"), feed.prefix), done), months)
     if not todo:
         report.seconds = time.monotonic() - t0
         return report
 
-    delta.ensure_table(spark, settings, table)
+    # screened before Spark reads anything: a bad object is rejected with a reason, the others go on
+    problems = {o.key: found for o in todo if (found := screen.problem(settings, o, feed))}
+    rejected = [o for o in todo if o.key in problems]
+    todo = [o for o in todo if o.key not in problems]
+    report.rejected = [{"object_key": o.key, "reason": problems[o.key]} for o in rejected]
+    for o in rejected:
+        log.warning("%s: rejected %s (ETag %s), not read: %s", table.name, o.key, o.etag, problems[o.key])
     log_location = INGEST_LOG.location(settings)
-    delta.insert(_log_rows(spark, [_entry(table, o, run_id, "pending", started_at) for o in todo]), log_location)
+    entries = [_entry(table, o, run_id, "rejected", started_at, reason=problems[o.key]) for o in rejected]
+    if not todo:
+        delta.insert(_log_rows(spark, entries), log_location)
+        report.seconds = time.monotonic() - t0
+        return report
+    delta.ensure_table(spark, settings, table)
+    delta.insert(_log_rows(spark, [*entries, *[_entry(table, o, run_id, "pending", started_at) for o in todo]]), log_location)
     faults.checkpoint(settings, "ingest.before_bronze_write")
     paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
     raw = spark.read.text(paths).select("value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object"))

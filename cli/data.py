@@ -81,6 +81,12 @@ def ingest(feed: Annotated[Optional[list[str]], typer.Option(help="Bronze feed(s
     summary(
         f"ingest {rid}: {report.objects} objects, {report.rows:,} rows, {time.monotonic() - t0:.1f} s "
         + (f"(Spark start {spark_s:.1f} s)" if spark_s else "(nothing new: Spark not started)"),
-        ["table", "objects", "rows", "malformed", "recovered", "version", "seconds"],
-        [[r.table, r.objects, r.rows, r.malformed, r.recovered_objects, "-" if r.bronze_version is None else r.bronze_version, f"{r.seconds:.1f}"] for r in report.feeds],
+        ["table", "objects", "rows", "malformed", "recovered", "rejected", "version", "seconds"],
+        [
+            [r.table, r.objects, r.rows, r.malformed, r.recovered_objects, len(r.rejected), "-" if r.bronze_version is None else r.bronze_version, f"{r.seconds:.1f}"]
+            for r in report.feeds
+        ],
     )
+    rejected = [(r.table, x["object_key"], x["reason"]) for r in report.feeds for x in r.rejected]
+    if rejected:
+        summary(f"rejected, not read (in bronze._ingest_log; a re-delivery under a new ETag is ingested): {len(rejected)} objects", ["table", "object", "reason"], rejected)

@@ -41,11 +41,19 @@ def exists(spark: SparkSession, location: str) -> bool:
 def ensure_table(spark: SparkSession, settings: Settings, table: Table, location: str | None = None) -> DeltaTable:
     """Create the table from its registry entry (schema, partitioning, properties, constraints) if absent, in one commit.
 
-    An existing table is left as it is: changing a table's definition is an explicit migration.
+    An existing table gets the nullable columns its registry entry added since (one ALTER TABLE
+    commit; its rows read them as null), the one change every reader and writer survives; any other
+    change of a table's definition is an explicit migration.
     """
     location = location or table.location(settings)
     if exists(spark, location):
-        return DeltaTable.forPath(spark, location)
+        existing = DeltaTable.forPath(spark, location)
+        have = set(existing.toDF().columns)
+        added = [f for f in table.schema.fields if f.name not in have and f.nullable]
+        if added:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()} COMMENT '{(f.metadata.get('comment') or '').replace(chr(39), '')}'" for f in added)
+            spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")
+        return existing
     builder = DeltaTable.createIfNotExists(spark).location(location).comment(table.description)
     for field in table.schema.fields:
         builder = builder.addColumn(field.name, field.dataType, nullable=field.nullable, comment=field.metadata.get("comment"))

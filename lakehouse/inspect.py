@@ -75,14 +75,22 @@ def progress(settings: Settings, role: str = "transform") -> dict[tuple[str, str
 
 
 def ingest_log(settings: Settings, role: str = "transform") -> list[dict[str, Any]]:
-    """Every row of the ingest log: feed, object key, ETag, size, status, run id, rows, bronze version (no JVM)."""
+    """Every row of the ingest log: feed, object key, ETag, size, status, run id, rows, bronze version, reason (no JVM).
+
+    A log written before a column was added (`reason`) reads that column as null.
+    """
     from lakehouse.tables import INGEST_LOG
 
     dt = open_table(settings, INGEST_LOG, role)
     if dt is None:
         return []
-    columns = ["feed", "object_key", "etag", "size", "status", "run_id", "rows", "bronze_version", "logged_at"]
-    return arrow_dataset(settings, dt, role).to_table(columns=columns).to_pylist()
+    columns = ["feed", "object_key", "etag", "size", "status", "run_id", "rows", "bronze_version", "logged_at", "reason"]
+    present = {f.name for f in dt.schema().fields}
+    rows = arrow_dataset(settings, dt, role).to_table(columns=[c for c in columns if c in present]).to_pylist()
+    for row in rows:
+        for column in columns:
+            row.setdefault(column, None)
+    return rows
 
 
 def ingested(settings: Settings, feed: str | None = None, role: str = "transform") -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import importlib.util
 import io
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,5 +185,8 @@ def land_bytes(settings: Settings, key: str, data: bytes) -> Landed:
     """Land arbitrary bytes under a key (a late correction, a defective file)."""
     content_type = "application/gzip" if key.endswith(".gz") else "text/csv"
     uploaded = storage.put_if_changed(storage.client(settings, "ingest"), settings.bucket("landing"), key, data, content_type)
-    text = gzip.decompress(data) if key.endswith(".gz") else data
+    try:
+        text = gzip.decompress(data) if key.endswith(".gz") else data
+    except (OSError, EOFError, zlib.error):
+        text = b""  # a defective gzip: landed as it is (ingest rejects it); no rows to count
     return Landed(key, max(len(text.splitlines()) - 1, 0), len(data), uploaded)

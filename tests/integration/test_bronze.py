@@ -18,6 +18,7 @@ from bronze import ingest
 from lakehouse import delta, landing
 from lakehouse.lease import writer_lease
 from lakehouse.tables import INGEST_LOG, get
+from pipeline import steps
 from tests.helpers import source_rows
 
 pytestmark = pytest.mark.integration
@@ -153,3 +154,40 @@ def test_a_writer_waits_for_the_writer_lease_and_one_that_will_not_wait_fails_ha
     assert waiting.wait(timeout=600) == 0, out.read_text()
     assert "writer lease taken after" in out.read_text()
     assert _per_object(spark, settings, "bronze.nyc_airlines") == {"nyc/airlines/airlines.csv": 16}
+
+
+def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_ingested(empty_lake, spark):
+    settings = empty_lake
+    header = b"date,delay,distance,origin,destination\n"
+    good = header + b"2001-08-01 06:00:00,5,100,JFK,BOS\n2001-08-02 07:00:00,9,200,LGA,ORD\n"
+    bad = {
+        "bts/flights/2001-03.csv.gz": (gzip.compress(header + b"2001-03-01 06:00:00,5,100,JFK,BOS\n" * 200)[:-30], "truncated gzip file"),
+        "bts/flights/2001-04.csv.gz": (header + b"2001-04-01 06:00:00,5,100,JFK,BOS\n", "not a gzip file"),
+        "bts/flights/2001-05+fix.csv.gz": (gzip.compress(good), "characters Spark would misread ('+')"),
+        "bts/flights/2001-[06].csv.gz": (gzip.compress(good), "characters Spark would misread ('[' ']')"),
+        "bts/flights/2001-07.csv.gz": (gzip.compress(header), "header only"),
+        "bts/flights/2001-09.csv.gz": (b"", "empty"),
+        "bts/flights/latest.csv.gz": (gzip.compress(good), "a monthly extract's key must end in YYYY-MM.csv"),
+    }
+    for key, (data, _) in bad.items():
+        landing.land_bytes(settings, key, data)
+    landing.land_bytes(settings, "bts/flights/2001-08.csv.gz", gzip.compress(good))
+
+    report = ingest.run(spark, settings, "ingest-screened", T0, feeds=["bts_flights"])
+    feed = report.feeds[0]
+    assert (feed.objects, feed.rows) == (1, 2)
+    reasons = {r["object_key"]: r["reason"] for r in feed.rejected}
+    assert sorted(reasons) == sorted(bad)
+    for key, (_, reason) in bad.items():
+        assert reason in reasons[key], (key, reasons[key])
+    assert _per_object(spark, settings, "bronze.bts_flights") == {"bts/flights/2001-08.csv.gz": 2}
+    log = delta.read(spark, INGEST_LOG.location(settings)).collect()
+    assert {r["object_key"]: r["reason"] for r in log if r["status"] == "rejected"} == reasons
+    assert steps.months_ingested(settings) == ["2001-08"]  # a rejected extract is no ingested month
+
+    # a rejected (key, ETag) is not looked at again; its corrected re-delivery is ingested
+    assert not ingest.has_work(settings, ["bts_flights"])
+    landing.land_bytes(settings, "bts/flights/2001-03.csv.gz", gzip.compress(header + b"2001-03-01 06:00:00,5,100,JFK,BOS\n"))
+    again = ingest.run(spark, settings, "ingest-corrected", T0, feeds=["bts_flights"])
+    assert (again.feeds[0].objects, again.feeds[0].rows, again.feeds[0].rejected) == (1, 1, [])
+    assert steps.months_ingested(settings) == ["2001-03", "2001-08"]

@@ -1,0 +1,62 @@
+"""Screening landing objects before Spark reads them, on literal keys and bytes."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from bronze.screen import content_problem, key_problem
+from lakehouse.tables import get
+
+BTS = get("bronze.bts_flights").feed
+PLANES = get("bronze.nyc_planes").feed
+GOOD = b"date,delay,distance,origin,destination\n2001-01-01 06:00:00,5,100,JFK,BOS\n"
+
+
+def _chunks(data: bytes, size: int = 7) -> list[bytes]:
+    """Bytes as the store streams them: in pieces whose borders fall anywhere."""
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+@pytest.mark.parametrize(
+    ("key", "feed", "reason"),
+    [
+        ("bts/flights/2001-01.csv.gz", BTS, None),
+        ("nyc/planes/planes.csv", PLANES, None),
+        ("bts/flights/2001-01 corrected+1.csv.gz", BTS, "characters Spark would misread (' ' '+')"),
+        ("bts/flights/2001-[01].csv.gz", BTS, "characters Spark would misread ('[' ']')"),
+        ("bts/flights/{2001-01}.csv", BTS, "characters Spark would misread ('{' '}')"),
+        ("bts/flights/2001\\01.csv", BTS, "characters Spark would misread ('\\\\')"),
+        ("bts/flights/2001-01.parquet", BTS, "not a .csv or .csv.gz object"),
+        ("bts/flights/latest.csv.gz", BTS, "a monthly extract's key must end in YYYY-MM.csv"),
+    ],
+)
+def test_a_key_spark_would_misread_or_that_names_no_month_is_rejected(key, feed, reason):
+    found = key_problem(key, feed)
+    assert (found is None) if reason is None else (found is not None and reason in found), found
+
+
+@pytest.mark.parametrize(
+    ("data", "gzipped", "reason"),
+    [
+        (GOOD, False, None),
+        (gzip.compress(GOOD), True, None),
+        (gzip.compress(GOOD[:40]) + gzip.compress(GOOD[40:]), True, None),  # two members, as `cat a.gz b.gz`
+        (GOOD.replace(b"\n", b"\r\n"), False, None),
+        (gzip.compress(GOOD)[:-9], True, "truncated gzip file"),
+        (gzip.compress(GOOD * 50)[:-40], True, "truncated gzip file"),
+        (GOOD, True, "not a gzip file"),
+        (gzip.compress(GOOD)[:20] + b"\xff" * 12 + gzip.compress(GOOD)[32:], True, "corrupt gzip data"),
+        (gzip.compress(GOOD) + b"trailing junk", True, "bytes that are not gzip after the end of the gzip stream"),
+        (b"", False, "empty"),
+        (gzip.compress(b""), True, "empty"),
+        (b"\n\n  \n", False, "empty"),
+        (b"date,delay,distance,origin,destination", False, "header only"),
+        (b"date,delay,distance,origin,destination\n\n", False, "header only"),
+        (gzip.compress(b"date,delay,distance,origin,destination\n"), True, "header only"),
+    ],
+)
+def test_a_broken_gzip_or_an_object_without_a_data_line_is_rejected(data, gzipped, reason):
+    found = content_problem(_chunks(data), gzipped)
+    assert (found is None) if reason is None else (found is not None and found.startswith(reason)), found
