@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import signal
@@ -15,8 +16,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import delta, landing
+from lakehouse import delta, inspect, landing
 from lakehouse.lease import writer_lease
+from lakehouse.spark import local_frame
 from lakehouse.tables import INGEST_LOG, get
 from pipeline import steps
 from tests.helpers import source_rows
@@ -191,3 +193,19 @@ def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_inge
     again = ingest.run(spark, settings, "ingest-corrected", T0, feeds=["bts_flights"])
     assert (again.feeds[0].objects, again.feeds[0].rows, again.feeds[0].rejected) == (1, 1, [])
     assert steps.months_ingested(settings) == ["2001-03", "2001-08"]
+
+
+def test_an_ingest_log_from_before_its_reason_column_gets_the_column_and_reads_it_as_null(empty_lake, spark):
+    settings = empty_lake
+    older = dataclasses.replace(INGEST_LOG, columns=tuple(c for c in INGEST_LOG.columns if c.name != "reason"))
+    delta.ensure_table(spark, settings, older)
+    row = {"feed": "bronze.nyc_airlines", "object_key": "nyc/airlines/airlines.csv", "etag": "e", "size": 1, "run_id": "r", "status": "committed", "logged_at": T0}
+    delta.insert(local_frame(spark, [row], older.schema), INGEST_LOG.location(settings))
+    assert [r["reason"] for r in inspect.ingest_log(settings, role="ingest")] == [None]  # read before the migration
+
+    delta.ensure_table(spark, settings, INGEST_LOG)  # adds the nullable column: one ALTER TABLE commit
+    assert "reason" in delta.read(spark, INGEST_LOG.location(settings)).columns
+    assert [(r["object_key"], r["reason"]) for r in inspect.ingest_log(settings, role="ingest")] == [("nyc/airlines/airlines.csv", None)]
+    version = delta.latest_version(spark, INGEST_LOG.location(settings))
+    delta.ensure_table(spark, settings, INGEST_LOG)
+    assert delta.latest_version(spark, INGEST_LOG.location(settings)) == version  # nothing to add: no commit
