@@ -9,14 +9,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.preflight import settings_needing
 from cli.render import err, summary
 from lakehouse import delivery, inspect, tables
-from lakehouse.settings import Settings, load_settings
+from lakehouse.settings import Settings
 
 
 def list_tables(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
     """Every registered table that exists, with its Delta version and row count."""
-    found = inspect.overview(load_settings())
+    found = inspect.overview(settings_needing("s3"))
     if as_json:
         print(json.dumps(found))
         return
@@ -28,7 +29,7 @@ def history(
     limit: Annotated[int, typer.Option(help="Newest commits to show.")] = 20,
 ) -> None:
     """A table's Delta history."""
-    commits = inspect.history(load_settings(), tables.get(table), limit)
+    commits = inspect.history(settings_needing("s3"), tables.get(table), limit)
     summary(
         table,
         ["version", "timestamp", "operation", "user metadata", "metrics"],
@@ -46,7 +47,7 @@ def export(
     """Write a table (as of a version), or a recorded training set (digest verified), to one local Parquet file."""
     import pyarrow.parquet as pq
 
-    settings = load_settings()
+    settings = settings_needing("s3")
     t0 = time.monotonic()
     if quarter:
         record = delivery.resolve(settings, quarter, build)
@@ -63,7 +64,7 @@ def export(
 
 def list_builds(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
     """Every recorded build, newest first (read as the ml role)."""
-    settings = load_settings()
+    settings = settings_needing("s3")
     found = delivery.builds(settings)
     if as_json:
         print(json.dumps(found, default=str))

@@ -11,11 +11,12 @@ import typer
 
 from cli import render
 from cli.browse import print_mlflow
+from cli.preflight import settings_needing
 from cli.render import err, summary
 from gold.quarter_build import GoldResult
 from lakehouse import inspect, quarters, services
 from lakehouse.errors import UserError
-from lakehouse.settings import Settings, load_settings
+from lakehouse.settings import Settings
 from pipeline import steps
 from pipeline.build import BuildReport
 from silver.conform import TableResult
@@ -102,7 +103,7 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild quarters that are up to date.")] = False,
 ) -> None:
     """Silver for the new bronze rows, then gold for the stale quarter(s) in one pass, each behind its gates; every build is recorded."""
-    settings = load_settings()
+    settings = settings_needing("s3", "mlflow")
     wanted = _wanted_quarters(settings, quarter, all_quarters)
     started = datetime.now(UTC).replace(microsecond=0)
     rid = steps.new_run_id("build", started)
@@ -133,7 +134,7 @@ def backfill(
     """Build quarters through Airflow: backfill lakehouse_quarterly_build and wait for its runs."""
     from lakehouse import orchestrate
 
-    settings = load_settings()
+    settings = settings_needing("s3", "airflow-api")
     wanted = _wanted_quarters(settings, quarter, all_quarters)
     t0 = time.monotonic()
     client = orchestrate.AirflowClient(settings)
@@ -175,7 +176,7 @@ def quarantine(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json
     """List the unresolved quarantined rows by table and rule."""
     if ctx.invoked_subcommand is not None:
         return
-    found = inspect.quarantine_summary(load_settings())
+    found = inspect.quarantine_summary(settings_needing("s3"))
     if as_json:
         print(json.dumps(found))
         return
@@ -191,10 +192,11 @@ def replay(
     rule: Annotated[Optional[list[str]], typer.Option(help="Only rows quarantined under these rule ids.")] = None,
 ) -> None:
     """Re-check quarantined rows against the current rules; publish the ones that now pass."""
+    settings = settings_needing("s3")
     started = datetime.now(UTC).replace(microsecond=0)
     rid = steps.new_run_id("replay", started)
     t0 = time.monotonic()
-    results = steps.replay(rid, started, table, rule)
+    results = steps.replay(rid, started, table, rule, settings=settings)
     summary(
         f"replay {rid}: {time.monotonic() - t0:.1f} s (staged rows were published; quarantined rows stay)",
         ["table", "input", "staged", "duplicate", "conflict/merged", "quarantined", "superseded", "inserted", "updated", "deleted", "version", "seconds"],
@@ -204,7 +206,7 @@ def replay(
 
 def maintain() -> None:
     """OPTIMIZE and VACUUM every table, keeping every file a recorded build still needs."""
-    settings = load_settings()
+    settings = settings_needing("s3")
     t0 = time.monotonic()
     with render.progress() as progress:
         task = progress.add_task("maintaining", total=None)

@@ -9,20 +9,34 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from cli import render
+from cli.preflight import settings_needing
 from cli.render import summary
 from lakehouse import landing, tables
-from lakehouse.settings import load_settings
 from pipeline import steps
 
 if TYPE_CHECKING:
     from bronze.ingest import FeedReport
 
 
+def _month(value: str, option: str) -> datetime:
+    """A yyyy-MM month of an option, or a one-line refusal."""
+    try:
+        if len(value) != 7:
+            raise ValueError(value)
+        return datetime.strptime(value, "%Y-%m")
+    except ValueError:
+        raise typer.BadParameter(f"{option} {value!r} is not a month: yyyy-MM, e.g. 2001-03") from None
+
+
 def _months(month: list[str] | None, start: str | None, end: str | None) -> set[str] | None:
+    for value in month or []:
+        _month(value, "--month")
     if start or end:
         if not (start and end):
             raise typer.BadParameter("--from and --to go together")
-        first, last = datetime.strptime(start, "%Y-%m"), datetime.strptime(end, "%Y-%m")
+        first, last = _month(start, "--from"), _month(end, "--to")
+        if first > last:
+            raise typer.BadParameter(f"--from {start} is after --to {end}")
         months, y, m = set(), first.year, first.month
         while (y, m) <= (last.year, last.month):
             months.add(f"{y:04d}-{m:02d}")
@@ -39,8 +53,8 @@ def land(
     sample_every: Annotated[int, typer.Option(help="Keep every n-th data line (small slices for tests).")] = 1,
 ) -> None:
     """Export the demo sources into the landing bucket as monthly extracts and snapshots."""
-    settings = load_settings()
-    months = _months(month, start, end)
+    months = _months(month, start, end)  # refused before anything connects
+    settings = settings_needing("s3")
     results, t0 = [], time.monotonic()
     with render.progress() as progress:
         task = progress.add_task("preparing extracts", total=None)
@@ -59,7 +73,7 @@ def land(
 
 def ingest(feed: Annotated[Optional[list[str]], typer.Option(help="Bronze feed(s) (default: all).")] = None) -> None:
     """Ingest new landing objects into bronze, exactly once."""
-    settings = load_settings()
+    settings = settings_needing("s3")
     started = datetime.now(UTC).replace(microsecond=0)
     rid = steps.new_run_id("ingest", started)
     t0 = time.monotonic()

@@ -43,6 +43,17 @@ class ServiceError(UserError):
 # ---------------------------------------------------------------- credentials
 
 
+def private_home(settings: Settings) -> None:
+    """`.lakehouse/` and the folders in it (data, logs, pid files and the writer lease) for their owner only (0700).
+
+    Made so before the services start and again once they are up (for what they created).
+    """
+    for folder in (settings.home, settings.data_dir, settings.logs_dir, settings.state_dir):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in (settings.home, *(p for p in settings.home.iterdir() if p.is_dir() and not p.is_symlink())):
+        folder.chmod(0o700)
+
+
 def generate_secrets(path: Path, roles: tuple[str, ...] = ROLES) -> bool:
     """Write random credentials for every role to `path` (mode 600) unless it exists."""
     if path.exists():
@@ -307,6 +318,45 @@ SERVICES: tuple[Service, ...] = (
 JUPYTER = Service("jupyter", lambda s: f"http://127.0.0.1:{s.jupyter_port}/lab", lambda s: True, _jupyter_prepare, lambda s: _http_ok(f"http://127.0.0.1:{s.jupyter_port}/api"))
 
 
+# ---------------------------------------------------------------- preflight
+
+#: How a command names a service it needs, and what it is to a user.
+_NEEDED = {"s3": "the S3 server", "mlflow": "MLflow", "airflow-api": "Airflow"}
+
+
+class ServiceDown(UserError):
+    """A service a command needs does not answer."""
+
+
+def _answers(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at the URL's host and port."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", _port(url)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def require(settings: Settings, *names: str) -> None:
+    """Fail in one line, before a command does any work, when a service it needs does not answer.
+
+    `names` among "s3", "mlflow", "airflow-api". Without this, a stopped S3 server surfaced as a
+    page of Python and Java traceback, and a stopped MLflow only after minutes of retries.
+    """
+    for service in SERVICES:
+        if service.name not in names:
+            continue
+        url = service.url(settings)
+        if _answers(url):
+            continue
+        if service.enabled(settings):
+            hint = "start the local services with `make up` (or `lakehouse up`); `lakehouse status` shows them"
+        else:
+            hint = "it is not a local service: check that it runs and that LAKEHOUSE_* points at it (see `lakehouse status`)"
+        raise ServiceDown(f"{_NEEDED[service.name]} at {url} is not answering: {hint}")
+
+
 # ---------------------------------------------------------------- ports
 
 
@@ -482,6 +532,7 @@ def up(settings: Settings, on_service: Callable[[str, str], None] | None = None,
     the buckets are created once the S3 server answers.
     """
     notify = on_service or (lambda name, message: None)
+    private_home(settings)
     selected = [s for s in _selected(settings, jupyter) if names is None or s.name in names]
     starting: dict[str, tuple[int, float]] = {}  # name -> pid, when it was started
     for service in selected:
@@ -502,6 +553,7 @@ def up(settings: Settings, on_service: Callable[[str, str], None] | None = None,
             created = storage.ensure_buckets(settings)
             if created:
                 notify("s3", f"created buckets: {', '.join(created)}")
+    private_home(settings)
     return status(settings)
 
 

@@ -82,3 +82,11 @@ def test_the_spark_driver_maps_the_class_archive_that_setup_wrote(spark, setting
     assert "-XX:TieredStopAtLevel=1" in flags  # LAKEHOUSE_SPARK_DRIVER_JAVA_OPTIONS of the tests (tests/conftest.py)
     assert "-XX:+UseParallelGC" in flags  # the project's default collector (lakehouse/spark.py)
     assert f"-XX:ReservedCodeCacheSize={240 * 1024 * 1024}" in flags  # with the code cache that goes with it
+
+
+def test_the_stacks_home_and_its_folders_are_private_to_their_owner(stack):
+    home = stack.home
+    folders = [home, *(p for p in home.iterdir() if p.is_dir())]
+    assert {"run", "logs", "data"} <= {p.name for p in folders}
+    assert {p.name or str(p): oct(p.stat().st_mode & 0o777) for p in folders} == {p.name or str(p): "0o700" for p in folders}
+    assert oct(stack.secrets_file.stat().st_mode & 0o777) == "0o600"
