@@ -129,7 +129,7 @@ def _s(*names: str) -> tuple[Col, ...]:
 
 BRONZE_METADATA: tuple[Col, ...] = (
     Col("_is_malformed", "BOOLEAN", False, "line could not be split into the source's columns"),
-    Col("_malformed_reason", "STRING", True, "undecodable_bytes | wrong_column_count | header_mismatch"),
+    Col("_malformed_reason", "STRING", True, "header_mismatch | undecodable_bytes | overlong_line | wrong_column_count"),
     Col("_raw_line", "STRING", True, "the raw line, kept for malformed rows"),
     Col("_raw_bytes", "BINARY", True, "the raw bytes, kept for lines that are not valid UTF-8"),
     Col("_ingest_run_id", "STRING", False, "the ingest run that appended the row"),

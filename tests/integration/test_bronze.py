@@ -170,29 +170,34 @@ def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_inge
         "bts/flights/2001-07.csv.gz": (gzip.compress(header), "header only"),
         "bts/flights/2001-09.csv.gz": (b"", "empty"),
         "bts/flights/latest.csv.gz": (gzip.compress(good), "a monthly extract's key must end in YYYY-MM.csv"),
+        "bts/flights/2001-11.csv.gz": (gzip.compress(header.replace(b"\n", b",tailnum\n") + b"2001-11-01 06:00:00,5,100,JFK,BOS,N1\n"), "schema drift: the header adds tailnum"),
     }
     for key, (data, _) in bad.items():
         landing.land_bytes(settings, key, data)
     landing.land_bytes(settings, "bts/flights/2001-08.csv.gz", gzip.compress(good))
+    # the feed's columns in another order: read by name
+    landing.land_bytes(settings, "bts/flights/2001-10.csv.gz", gzip.compress(b"origin,destination,distance,delay,date\r\nLGA,ORD,200,9,2001-10-02 07:00:00\r\n"))
 
     report = ingest.run(spark, settings, "ingest-screened", T0, feeds=["bts_flights"])
     feed = report.feeds[0]
-    assert (feed.objects, feed.rows) == (1, 2)
+    assert (feed.objects, feed.rows, feed.malformed) == (2, 3, 0)
     reasons = {r["object_key"]: r["reason"] for r in feed.rejected}
     assert sorted(reasons) == sorted(bad)
     for key, (_, reason) in bad.items():
         assert reason in reasons[key], (key, reasons[key])
-    assert _per_object(spark, settings, "bronze.bts_flights") == {"bts/flights/2001-08.csv.gz": 2}
+    assert _per_object(spark, settings, "bronze.bts_flights") == {"bts/flights/2001-08.csv.gz": 2, "bts/flights/2001-10.csv.gz": 1}
+    [reordered] = delta.read(spark, get("bronze.bts_flights").location(settings)).where("_source_object = 'bts/flights/2001-10.csv.gz'").collect()
+    assert (reordered["date"], reordered["delay"], reordered["distance"], reordered["origin"], reordered["destination"]) == ("2001-10-02 07:00:00", "9", "200", "LGA", "ORD")
     log = delta.read(spark, INGEST_LOG.location(settings)).collect()
     assert {r["object_key"]: r["reason"] for r in log if r["status"] == "rejected"} == reasons
-    assert steps.months_ingested(settings) == ["2001-08"]  # a rejected extract is no ingested month
+    assert steps.months_ingested(settings) == ["2001-08", "2001-10"]  # a rejected extract is no ingested month
 
     # a rejected (key, ETag) is not looked at again; its corrected re-delivery is ingested
     assert not ingest.has_work(settings, ["bts_flights"])
     landing.land_bytes(settings, "bts/flights/2001-03.csv.gz", gzip.compress(header + b"2001-03-01 06:00:00,5,100,JFK,BOS\n"))
     again = ingest.run(spark, settings, "ingest-corrected", T0, feeds=["bts_flights"])
     assert (again.feeds[0].objects, again.feeds[0].rows, again.feeds[0].rejected) == (1, 1, [])
-    assert steps.months_ingested(settings) == ["2001-03", "2001-08"]
+    assert steps.months_ingested(settings) == ["2001-03", "2001-08", "2001-10"]
 
 
 def test_an_ingest_log_from_before_its_reason_column_gets_the_column_and_reads_it_as_null(empty_lake, spark):

@@ -47,6 +47,10 @@ def _numbered(spark, lines, header="code,name,n"):
         ("too,few", "wrong_column_count", (None, None, None)),
         ("a,b,c,d", "wrong_column_count", (None, None, None)),
         ("", "wrong_column_count", (None, None, None)),
+        ('"JFK",Kennedy,"3"', None, ("JFK", "Kennedy", "3")),
+        ('JFK,"Ken, ""the"", nedy",3', None, ("JFK", 'Ken, "the", nedy', "3")),
+        ('LGA,"La Guardia, NY,4', "wrong_column_count", (None, None, None)),  # a quote that is never closed
+        ("LGA," + "x" * 70_000 + ",4", "overlong_line", (None, None, None)),
     ],
 )
 def test_parse_lines_splits_csv_and_flags_lines_that_do_not_fit(spark, line, reason, fields):
@@ -71,6 +75,17 @@ def test_parse_lines_flags_undecodable_bytes_and_keeps_them(spark):
 def test_a_file_with_another_header_is_kept_but_flagged(spark):
     rows = parse_lines(_numbered(spark, ["JFK,Kennedy,3"], header="code,name,count"), COLUMNS).collect()
     assert [(r["_malformed_reason"], r["_raw_line"]) for r in rows] == [("header_mismatch", "JFK,Kennedy,3")]
+
+
+def test_an_object_whose_header_orders_the_columns_otherwise_is_read_by_name(spark):
+    lines = [("JFK,Kennedy,3", "a.csv", 2, "code,name,n"), ("3,Kennedy,JFK", "b.csv", 2, "n,name,code"), ("3,Kennedy,JFK", "c.csv", 2, "n,name,code")]
+    numbered = spark.createDataFrame(lines, "value string, _source_object string, _line_number long, _header string")
+    rows = parse_lines(numbered, COLUMNS, {"b.csv": ("n,name,code", ("n", "name", "code"))}).orderBy("_source_object").collect()
+    assert [(r["_source_object"], r["code"], r["name"], r["n"], r["_malformed_reason"]) for r in rows] == [
+        ("a.csv", "JFK", "Kennedy", "3", None),
+        ("b.csv", "JFK", "Kennedy", "3", None),
+        ("c.csv", None, None, None, "header_mismatch"),  # not screened as reordered: flagged, never misread
+    ]
 
 
 def test_header_lines_are_not_data(spark):

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from bronze.screen import content_problem, key_problem
+from bronze.screen import content_problem, first_line, header_columns, key_problem
 from lakehouse.tables import get
 
 BTS = get("bronze.bts_flights").feed
@@ -60,3 +60,18 @@ def test_a_key_spark_would_misread_or_that_names_no_month_is_rejected(key, feed,
 def test_a_broken_gzip_or_an_object_without_a_data_line_is_rejected(data, gzipped, reason):
     found = content_problem(_chunks(data), gzipped)
     assert (found is None) if reason is None else (found is not None and found.startswith(reason)), found
+
+
+def test_a_header_with_the_feeds_columns_in_another_order_is_read_by_name_and_other_columns_are_drift():
+    assert header_columns("date,delay,distance,origin,destination", BTS) == (None, BTS.columns)
+    assert header_columns('"origin",destination,date,distance,delay', BTS) == (None, ("origin", "destination", "date", "distance", "delay"))
+    drift, _ = header_columns("date,delay,distance,origin,destination,tailnum", BTS)
+    assert drift is not None and drift.startswith("schema drift: the header adds tailnum (the feed's columns: date, delay,")
+    drift, _ = header_columns("date,delay,origin,dest,dest", BTS)
+    assert drift is not None and drift.startswith("schema drift: the header adds dest; lacks distance, destination; repeats dest")
+
+
+def test_the_first_line_is_the_header_as_spark_reads_it():
+    assert first_line(_chunks(b"a,b\r\n1,2\r\n"), False) == (None, "a,b")
+    assert first_line(_chunks(gzip.compress(b"a,b\n1,2\n")), True) == (None, "a,b")
+    assert first_line(_chunks(b"a,b\n"), False) == ("header only: no data line", "a,b")
