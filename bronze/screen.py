@@ -11,7 +11,9 @@ dropped while the object was logged as committed with 0 rows). So each new objec
   no corrupt block, the trailer reached), and the object must hold a data line after its header
   (an empty or header-only extract is not an ingested month);
 - its header: the feed's columns in another order are read by name (`ingest.parse_lines`); a
-  header that adds, lacks or repeats a column is schema drift, rejected with the columns named.
+  header that adds, lacks or repeats a column is schema drift, rejected with the columns named;
+- its manifest, when the source delivered one (`lakehouse.landing.manifest`): the object is read
+  whole and its SHA-256 and data lines must match, so a file cut at a line boundary is caught.
 
 A rejected object is logged `rejected` with the reason in `bronze._ingest_log` and shown in the
 run's summary; its (key, ETag) is not looked at again, so a corrected re-delivery (a new ETag) is
@@ -21,11 +23,14 @@ what ingests it. The pure functions take bytes, so they are tested on literal in
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from lakehouse import landing
 from lakehouse.quarters import object_month
 from lakehouse.settings import Settings
 from lakehouse.storage import ObjectInfo
@@ -81,19 +86,39 @@ def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise ValueError("truncated gzip file (the stream ends before its end marker)")
 
 
-def first_line(chunks: Iterable[bytes], gzipped: bool) -> tuple[str | None, str | None]:
-    """(problem, header): why these object bytes cannot be ingested (broken gzip, empty, no data
-    line after the header), or None; and the object's first line as Spark's text reader sees it.
+@dataclass(frozen=True)
+class Content:
+    """What reading an object's bytes found."""
 
-    A gzip stream is read to its end (only then is it known to be whole); plain bytes only until a
-    data line shows.
+    problem: str | None  # broken gzip, empty, no data line after the header; else None
+    header: str | None = None  # the first line as Spark's text reader sees it
+    data_lines: int | None = None  # lines after the header (`landing.data_lines`), when read whole
+    sha256: str | None = None  # of the object's bytes, when read whole
+
+
+def examine(chunks: Iterable[bytes], gzipped: bool, whole: bool = False) -> Content:
+    """Read an object's bytes: gzip integrity, header, a data line; its lines and SHA-256 when `whole`.
+
+    A gzip stream is always read to its end (only then is it known to be complete); plain bytes
+    only until a data line shows, unless `whole`.
     """
+    digest = hashlib.sha256()
+
+    def hashed() -> Iterator[bytes]:
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+
+    to_end = whole or gzipped
     head = b""
     after_header = has_data = False
+    newlines, last = 0, b""
     try:
-        for piece in _gunzip(chunks) if gzipped else chunks:
+        for piece in _gunzip(hashed()) if gzipped else hashed():
+            if to_end and piece:
+                newlines, last = newlines + piece.count(b"\n"), piece[-1:]
             if has_data:
-                if gzipped:
+                if to_end:
                     continue
                 break
             if not after_header:
@@ -105,16 +130,37 @@ def first_line(chunks: Iterable[bytes], gzipped: bool) -> tuple[str | None, str 
             if piece.strip():
                 has_data = True
     except ValueError as error:
-        return str(error), None
+        return Content(str(error))
     header = head.rstrip(b"\r").decode("utf-8", errors="replace")
     if not has_data:
-        return ("header only: no data line" if header.strip() else "empty: no header and no data line"), header
-    return None, header
+        return Content("header only: no data line" if header.strip() else "empty: no header and no data line", header)
+    if not whole:
+        return Content(None, header)
+    lines = newlines + (0 if last == b"\n" else 1)
+    return Content(None, header, lines - 1, digest.hexdigest())
+
+
+def first_line(chunks: Iterable[bytes], gzipped: bool) -> tuple[str | None, str | None]:
+    """(problem, header) of an object's bytes (see `examine`)."""
+    found = examine(chunks, gzipped)
+    return found.problem, found.header
 
 
 def content_problem(chunks: Iterable[bytes], gzipped: bool) -> str | None:
-    """Why these object bytes cannot be ingested (see `first_line`), or None."""
-    return first_line(chunks, gzipped)[0]
+    """Why these object bytes cannot be ingested (see `examine`), or None."""
+    return examine(chunks, gzipped).problem
+
+
+def manifest_problem(found: Content, promised: Mapping[str, object] | None) -> str | None:
+    """Why an object read whole does not match the manifest its source delivered with it, or None (also without a manifest)."""
+    if promised is None:
+        return None
+    if found.sha256 == promised.get("sha256") and found.data_lines == promised.get("data_lines"):
+        return None
+    return (
+        f"does not match its manifest: {found.data_lines} data lines, SHA-256 {str(found.sha256)[:12]}...; the manifest says "
+        f"{promised.get('data_lines')} lines, {str(promised.get('sha256'))[:12]}... (cut short or changed after its manifest)"
+    )
 
 
 def header_columns(header: str, feed: Feed) -> tuple[str | None, tuple[str, ...]]:
@@ -139,23 +185,50 @@ class Verdict:
     header: str | None = None  # the first line as it is, when its order is not the feed's
 
 
+def _manifest(settings: Settings, key: str) -> dict[str, object] | None | str:
+    """The manifest delivered with `key` (None when there is none; a string when it cannot be read)."""
+    from minio.error import S3Error
+
+    from lakehouse import storage
+
+    try:
+        response = storage.client(settings, "ingest").get_object(settings.bucket("landing"), landing.manifest_key(key))
+    except S3Error as error:
+        if error.code in {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}:
+            return None
+        raise
+    try:
+        found = json.loads(response.read())
+        return found if isinstance(found, dict) else f"its manifest {landing.manifest_key(key)} is not a JSON object"
+    except ValueError as error:
+        return f"its manifest {landing.manifest_key(key)} is not valid JSON ({error})"
+    finally:
+        response.close()
+        response.release_conn()
+
+
 def screen(settings: Settings, obj: ObjectInfo, feed: Feed) -> Verdict:
-    """Screen a landing object: its key, then its content streamed from the store, then its header."""
+    """Screen a landing object: its key, then its content streamed from the store (whole when a
+    manifest came with it, and checked against it), then its header."""
     from lakehouse import storage
 
     found = key_problem(obj.key, feed)
     if found or obj.size == 0:
         return Verdict(found or "empty: no header and no data line")
-    gzipped = obj.key.endswith(".gz")
-    response = storage.client(settings, "ingest").get_object(settings.bucket("landing"), obj.key, length=0 if gzipped else min(obj.size, _PLAIN_HEAD))
+    promised = _manifest(settings, obj.key)
+    if isinstance(promised, str):
+        return Verdict(promised)
+    gzipped, whole = obj.key.endswith(".gz"), promised is not None
+    response = storage.client(settings, "ingest").get_object(settings.bucket("landing"), obj.key, length=0 if gzipped or whole else min(obj.size, _PLAIN_HEAD))
     try:
-        found, header = first_line(response.stream(_CHUNK), gzipped)
+        content = examine(response.stream(_CHUNK), gzipped, whole)
     finally:
         response.close()
         response.release_conn()
-    if found or header is None:
+    found = content.problem or manifest_problem(content, promised)
+    if found or content.header is None:
         return Verdict(found)
-    drift, order = header_columns(header, feed)
+    drift, order = header_columns(content.header, feed)
     if drift:
         return Verdict(drift)
-    return Verdict(None) if order == feed.columns else Verdict(None, order, header)
+    return Verdict(None) if order == feed.columns else Verdict(None, order, content.header)

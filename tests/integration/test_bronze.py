@@ -16,7 +16,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import delta, inspect, landing
+from lakehouse import delta, inspect, landing, storage
 from lakehouse.lease import writer_lease
 from lakehouse.spark import local_frame
 from lakehouse.tables import INGEST_LOG, get
@@ -175,6 +175,11 @@ def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_inge
     for key, (data, _) in bad.items():
         landing.land_bytes(settings, key, data)
     landing.land_bytes(settings, "bts/flights/2001-08.csv.gz", gzip.compress(good))
+    # a delivery cut at a line boundary after its manifest was written: the manifest tells
+    landing.land_bytes(settings, "bts/flights/2001-12.csv.gz", gzip.compress(good))
+    cut = gzip.compress(b"".join(good.splitlines(keepends=True)[:2]))  # the header and the first line only
+    storage.put_if_changed(storage.client(settings, "ingest"), settings.bucket("landing"), "bts/flights/2001-12.csv.gz", cut, "application/gzip")
+    bad["bts/flights/2001-12.csv.gz"] = (b"", "does not match its manifest: 1 data lines")
     # the feed's columns in another order: read by name
     landing.land_bytes(settings, "bts/flights/2001-10.csv.gz", gzip.compress(b"origin,destination,distance,delay,date\r\nLGA,ORD,200,9,2001-10-02 07:00:00\r\n"))
 

@@ -6,7 +6,8 @@ import gzip
 
 import pytest
 
-from bronze.screen import content_problem, first_line, header_columns, key_problem
+from bronze.screen import content_problem, examine, first_line, header_columns, key_problem, manifest_problem
+from lakehouse import landing
 from lakehouse.tables import get
 
 BTS = get("bronze.bts_flights").feed
@@ -75,3 +76,19 @@ def test_the_first_line_is_the_header_as_spark_reads_it():
     assert first_line(_chunks(b"a,b\r\n1,2\r\n"), False) == (None, "a,b")
     assert first_line(_chunks(gzip.compress(b"a,b\n1,2\n")), True) == (None, "a,b")
     assert first_line(_chunks(b"a,b\n"), False) == ("header only: no data line", "a,b")
+
+
+@pytest.mark.parametrize(("key", "data"), [("bts/flights/2001-01.csv.gz", gzip.compress(GOOD * 3)), ("nyc/planes/planes.csv", GOOD), ("nyc/planes/planes.csv", GOOD.rstrip(b"\n"))])
+def test_an_object_read_whole_matches_the_manifest_its_source_wrote(key, data):
+    found = examine(_chunks(data), key.endswith(".gz"), whole=True)
+    promised = landing.manifest(key, data)
+    assert promised is not None and found.data_lines == promised["data_lines"] == (len(GOOD.splitlines()) * (3 if key.endswith(".gz") else 1) - 1)
+    assert manifest_problem(found, promised) is None
+    assert manifest_problem(found, None) is None  # a source without manifests is not checked
+
+
+def test_a_delivery_cut_at_a_line_boundary_does_not_match_its_manifest():
+    full = GOOD + b"2001-01-02 06:00:00,7,100,JFK,BOS\n"
+    found = examine(_chunks(GOOD), False, whole=True)  # the last line is missing, every line is whole
+    said = manifest_problem(found, landing.manifest("bts/flights/2001-01.csv", full))
+    assert said is not None and said.startswith("does not match its manifest: 1 data lines") and "the manifest says 2 lines" in said
