@@ -48,7 +48,7 @@ def key_problem(key: str, feed: Feed) -> str | None:
     odd = sorted({c for c in key if not _SAFE.match(c)})
     if odd:
         shown = " ".join(repr(c) for c in odd)
-        return f"the key holds characters Spark would misread ({shown}): deliver it under a name of letters, digits and . _ - / only"
+        return f"the key holds characters Spark would misread ({shown}): deliver it under a name of letters, digits and . _ - / = only"
     if not (key.endswith(".csv") or key.endswith(".csv.gz")):
         return "not a .csv or .csv.gz object"
     if feed.cadence == "monthly" and object_month(key) is None:
@@ -138,17 +138,6 @@ def examine(chunks: Iterable[bytes], gzipped: bool, whole: bool = False) -> Cont
         return Content(None, header)
     lines = newlines + (0 if last == b"\n" else 1)
     return Content(None, header, lines - 1, digest.hexdigest())
-
-
-def first_line(chunks: Iterable[bytes], gzipped: bool) -> tuple[str | None, str | None]:
-    """(problem, header) of an object's bytes (see `examine`)."""
-    found = examine(chunks, gzipped)
-    return found.problem, found.header
-
-
-def content_problem(chunks: Iterable[bytes], gzipped: bool) -> str | None:
-    """Why these object bytes cannot be ingested (see `examine`), or None."""
-    return examine(chunks, gzipped).problem
 
 
 def manifest_problem(found: Content, promised: Mapping[str, object] | None) -> str | None:

@@ -27,7 +27,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakehouse import delta, inspect, quality
+from lakehouse import delta, faults, inspect, quality
 from lakehouse.quarters import object_month
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
@@ -393,6 +393,7 @@ def _conform(
         result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx, result.fates["staged"])
         if result.fates["quarantined"] or ctx.replay:
             _merge_quarantine(spark, settings, fated, spec.table, ctx)
+        faults.checkpoint(settings, "silver.before_progress")  # published, not yet recorded: a rerun must change nothing twice
         if not ctx.replay:
             _record_progress(spark, settings, spec.table.name, versions, ctx)
         result.source_versions = dict(versions)

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from bronze import ingest
 from gold import quarter_build, training_set
-from lakehouse import delta, inspect, landing, quality, storage
+from lakehouse import delta, faults, inspect, landing, quality, storage
 from lakehouse.runs import RunContext
 from lakehouse.tables import PROGRESS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
@@ -225,8 +225,14 @@ def test_a_defective_file_ends_in_quarantine_under_the_right_rules(lake, spark, 
     landing.land_bytes(lake, "nyc/flights/2013-04.csv", ("\n".join(lines) + "\n").encode())
     ingest.run(spark, lake, "ingest-defects", T0)
 
+    # the run dies after publishing the rows and the quarantine, before recording what it read
+    with pytest.raises(faults.InjectedFault):
+        run_silver(spark, dataclasses.replace(lake, fail_at="silver.before_progress"), _ctx(quality_config, "defects"))
+    # its retry (same run id) reads the same bronze rows again: every row once, in silver and in quarantine
     [result] = [r for r in run_silver(spark, lake, _ctx(quality_config, "defects")) if r.table == "silver.flights"]
     assert result.balanced and result.input_rows == len(lines) - 1
+    staged = _silver(spark, lake).where("flight_month = '2013-04'")
+    assert staged.count() == staged.select("flight_id").distinct().count() == result.fates["staged"]
     assert result.quarantined_by_rule == {**{rule: 1 for rule in DEFECTS}, "malformed_line": 1}
     assert result.fates["duplicate"] == 1
     quarantined = delta.read(spark, QUARANTINE.location(lake)).where("resolved_at IS NULL AND table_name = 'silver.flights'")

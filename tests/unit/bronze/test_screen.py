@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from bronze.screen import content_problem, examine, first_line, header_columns, key_problem, manifest_problem
+from bronze.screen import Content, examine, header_columns, key_problem, manifest_problem
 from lakehouse import landing
 from lakehouse.tables import get
 
@@ -59,7 +59,7 @@ def test_a_key_spark_would_misread_or_that_names_no_month_is_rejected(key, feed,
     ],
 )
 def test_a_broken_gzip_or_an_object_without_a_data_line_is_rejected(data, gzipped, reason):
-    found = content_problem(_chunks(data), gzipped)
+    found = examine(_chunks(data), gzipped).problem
     assert (found is None) if reason is None else (found is not None and found.startswith(reason)), found
 
 
@@ -73,9 +73,9 @@ def test_a_header_with_the_feeds_columns_in_another_order_is_read_by_name_and_ot
 
 
 def test_the_first_line_is_the_header_as_spark_reads_it():
-    assert first_line(_chunks(b"a,b\r\n1,2\r\n"), False) == (None, "a,b")
-    assert first_line(_chunks(gzip.compress(b"a,b\n1,2\n")), True) == (None, "a,b")
-    assert first_line(_chunks(b"a,b\n"), False) == ("header only: no data line", "a,b")
+    assert examine(_chunks(b"a,b\r\n1,2\r\n"), False).header == "a,b"
+    assert examine(_chunks(gzip.compress(b"a,b\n1,2\n")), True).header == "a,b"
+    assert examine(_chunks(b"a,b\n"), False) == Content("header only: no data line", "a,b")
 
 
 @pytest.mark.parametrize(("key", "data"), [("bts/flights/2001-01.csv.gz", gzip.compress(GOOD * 3)), ("nyc/planes/planes.csv", GOOD), ("nyc/planes/planes.csv", GOOD.rstrip(b"\n"))])
