@@ -100,7 +100,8 @@ def parse_lines(numbered: DataFrame, columns: Sequence[str], orders: Mapping[str
     for key, (header, order) in (orders or {}).items():
         mine = F.col("_source_object") == F.lit(key)
         expected = F.when(mine, F.lit(header)).otherwise(expected)
-        parsed = F.when(mine, F.struct(*[read(order).getField(c).alias(c) for c in columns])).otherwise(parsed)
+        by_name = read(order)
+        parsed = F.when(mine, F.struct(*[by_name.getField(c).alias(c) for c in columns])).otherwise(parsed)
     reason = (
         F.when(F.col("_header") != expected, F.lit("header_mismatch"))
         .when(~valid, F.lit("undecodable_bytes"))
@@ -331,9 +332,9 @@ def ingest_feed(
         return report
 
     # screened before Spark reads anything: a bad object is rejected with a reason, the others go on
-    verdicts = {o.key: screen.screen(settings, o, feed) for o in todo}
+    verdicts = {o.key: screen.screen(s3, o, feed) for o in todo}
     problems = {key: v.reason for key, v in verdicts.items() if v.reason}
-    orders = {key: (v.header, v.order) for key, v in verdicts.items() if v.order is not None and v.header is not None}
+    orders = {key: v.reordered for key, v in verdicts.items() if v.reordered}
     rejected = [o for o in todo if o.key in problems]
     todo = [o for o in todo if o.key not in problems]
     report.rejected = [{"object_key": o.key, "reason": problems[o.key]} for o in rejected]

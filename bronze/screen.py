@@ -30,9 +30,11 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from lakehouse import landing
+from minio import Minio
+from minio.error import S3Error
+
+from lakehouse import landing, storage
 from lakehouse.quarters import object_month
-from lakehouse.settings import Settings
 from lakehouse.storage import ObjectInfo
 from lakehouse.tables import Feed
 
@@ -167,23 +169,19 @@ def header_columns(header: str, feed: Feed) -> tuple[str | None, tuple[str, ...]
 
 @dataclass(frozen=True)
 class Verdict:
-    """What screening found: a reason to reject, else the header's column order (None: the feed's own)."""
+    """What screening found: a reason to reject; else, when the header orders the feed's columns
+    otherwise, that header line and its column order (read by name, `ingest.parse_lines`)."""
 
     reason: str | None
-    order: tuple[str, ...] | None = None
-    header: str | None = None  # the first line as it is, when its order is not the feed's
+    reordered: tuple[str, tuple[str, ...]] | None = None
 
 
-def _manifest(settings: Settings, key: str) -> dict[str, object] | None | str:
+def _manifest(s3: Minio, bucket: str, key: str) -> dict[str, object] | None | str:
     """The manifest delivered with `key` (None when there is none; a string when it cannot be read)."""
-    from minio.error import S3Error
-
-    from lakehouse import storage
-
     try:
-        response = storage.client(settings, "ingest").get_object(settings.bucket("landing"), landing.manifest_key(key))
+        response = s3.get_object(bucket, landing.manifest_key(key))
     except S3Error as error:
-        if error.code in {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}:
+        if error.code in storage.NO_SUCH_OBJECT:
             return None
         raise
     try:
@@ -196,19 +194,18 @@ def _manifest(settings: Settings, key: str) -> dict[str, object] | None | str:
         response.release_conn()
 
 
-def screen(settings: Settings, obj: ObjectInfo, feed: Feed) -> Verdict:
-    """Screen a landing object: its key, then its content streamed from the store (whole when a
-    manifest came with it, and checked against it), then its header."""
-    from lakehouse import storage
-
+def screen(s3: Minio, obj: ObjectInfo, feed: Feed) -> Verdict:
+    """Screen a landing object (read through `s3`, the ingest role's client): its key, then its
+    content streamed from the store (whole when a manifest came with it, and checked against it),
+    then its header."""
     found = key_problem(obj.key, feed)
     if found or obj.size == 0:
         return Verdict(found or "empty: no header and no data line")
-    promised = _manifest(settings, obj.key)
+    promised = _manifest(s3, obj.bucket, obj.key)
     if isinstance(promised, str):
         return Verdict(promised)
     gzipped, whole = obj.key.endswith(".gz"), promised is not None
-    response = storage.client(settings, "ingest").get_object(settings.bucket("landing"), obj.key, length=0 if gzipped or whole else min(obj.size, _PLAIN_HEAD))
+    response = s3.get_object(obj.bucket, obj.key, length=0 if gzipped or whole else min(obj.size, _PLAIN_HEAD))
     try:
         content = examine(response.stream(_CHUNK), gzipped, whole)
     finally:
@@ -220,4 +217,4 @@ def screen(settings: Settings, obj: ObjectInfo, feed: Feed) -> Verdict:
     drift, order = header_columns(content.header, feed)
     if drift:
         return Verdict(drift)
-    return Verdict(None) if order == feed.columns else Verdict(None, order, content.header)
+    return Verdict(None) if order == feed.columns else Verdict(None, (content.header, order))

@@ -204,7 +204,7 @@ def commit_actions(settings: Settings, table: Table, after: int, upto: int, role
         try:
             response = s3.get_object(bucket, key)
         except storage.S3Error as error:
-            if error.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            if error.code in storage.NO_SUCH_OBJECT:
                 return None
             raise
         try:

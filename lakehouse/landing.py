@@ -182,10 +182,9 @@ def manifest(key: str, data: bytes) -> dict[str, object] | None:
     return {"object_key": key, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "data_lines": data_lines(text)}
 
 
-def _put(settings: Settings, key: str, data: bytes) -> bool:
-    """Land an object after its manifest (so an object is never there with an older manifest)."""
+def _put(settings: Settings, key: str, data: bytes, promised: dict[str, object] | None) -> bool:
+    """Land an object after its manifest `promised` (so an object is never there with an older manifest)."""
     s3 = storage.client(settings, "ingest")
-    promised = manifest(key, data)
     if promised is not None:
         storage.put_if_changed(s3, settings.bucket("landing"), manifest_key(key), json.dumps(promised, sort_keys=True).encode(), "application/json")
     content_type = "application/gzip" if key.endswith(".gz") else "text/csv"
@@ -194,7 +193,7 @@ def _put(settings: Settings, key: str, data: bytes) -> bool:
 
 def upload(settings: Settings, extract: Extract) -> Landed:
     """Put one extract and its manifest into the landing bucket (as the ingest role) unless they are already there."""
-    uploaded = _put(settings, extract.key, extract.data)
+    uploaded = _put(settings, extract.key, extract.data, manifest(extract.key, extract.data))
     return Landed(extract.key, extract.rows, len(extract.data), uploaded)
 
 
@@ -219,6 +218,6 @@ def land(
 def land_bytes(settings: Settings, key: str, data: bytes) -> Landed:
     """Land arbitrary bytes under a key (a late correction, a defective file), after their manifest
     (none for a gzip that does not decompress: ingest rejects it for that)."""
-    uploaded = _put(settings, key, data)
     promised = manifest(key, data)
+    uploaded = _put(settings, key, data, promised)
     return Landed(key, int(promised["data_lines"]) if promised else 0, len(data), uploaded)  # type: ignore[call-overload]

@@ -40,7 +40,7 @@ class WriterBusy(UserError):
     """Another process held the writer lease for longer than this one would wait."""
 
 
-#: The lease this process holds: (lock file, open descriptor, depth of nested holds).
+#: The lease this process holds: lock file -> (open descriptor, depth of nested holds).
 _held: dict[Path, tuple[int, int]] = {}
 _guard = threading.RLock()
 
@@ -68,13 +68,10 @@ def writer_lease(settings: Settings, step: str, wait_s: float | None = None) -> 
     """Hold the writer lease for the block; wait up to `wait_s` (default: the settings') for it."""
     path = lock_path(settings)
     with _guard:
-        if path in _held:
-            fd, depth = _held[path]
-            _held[path] = (fd, depth + 1)
-            nested = True
-        else:
-            nested = False
-    if nested:
+        held = _held.get(path)
+        if held is not None:  # this process holds it already: one level deeper
+            _held[path] = (held[0], held[1] + 1)
+    if held is not None:
         try:
             yield
         finally:

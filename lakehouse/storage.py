@@ -105,6 +105,10 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+#: The error codes S3 servers answer for an object that is not there (AWS, MinIO, SeaweedFS).
+NO_SUCH_OBJECT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+
+
 def put_if_changed(s3: Minio, bucket: str, key: str, data: bytes, content_type: str) -> bool:
     """Upload unless an object with the same content (single-part ETag = MD5) is already there."""
     digest = md5_hex(data)
@@ -112,7 +116,7 @@ def put_if_changed(s3: Minio, bucket: str, key: str, data: bytes, content_type: 
         if (s3.stat_object(bucket, key).etag or "").strip('"') == digest:
             return False
     except S3Error as err:
-        if err.code not in {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}:
+        if err.code not in NO_SUCH_OBJECT:
             raise
     s3.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
     return True
