@@ -288,7 +288,7 @@ def settle(spark: SparkSession, settings: Settings, table: Table, pending: dict[
     """Resolve the pending entries a crashed run left: recovered if its bronze commit exists, else aborted."""
     location = table.location(settings)
     # the whole history: a crashed run may be settled long after it, many commits later
-    committed = delta.versions_with_metadata(spark, location) if delta.exists(spark, location) else {}
+    committed = delta.versions_tagged(spark, location) if delta.exists(spark, location) else {}
     entries = []
     for run_id, objects in pending.items():
         version = committed.get(run_id)
@@ -354,7 +354,7 @@ def ingest_feed(
     etags = local_frame(spark, [(o.key, o.etag) for o in todo], "_source_object string, _source_etag string")
     rows = to_bronze(raw, etags, feed, run_id, started_at, orders).select(*table.column_names)
     observed, counted = counted_per_object(rows, [o.key for o in todo])
-    delta.insert(observed, location, user_metadata=run_id)
+    delta.insert(observed, location, tag=run_id)
     version = inspect.written_version(settings, table, role="ingest")
     faults.checkpoint(settings, "ingest.after_bronze_write")
     counts = counted()

@@ -25,15 +25,21 @@ def list_tables(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
 
 def history(
-    table: Annotated[str, typer.Argument(help="Registered table name, e.g. bronze.bts_flights.")],
+    table: Annotated[Optional[str], typer.Argument(help="Registered table name, e.g. bronze.bts_flights (default: every table).")] = None,
     limit: Annotated[int, typer.Option(help="Newest commits to show.")] = 20,
+    run: Annotated[Optional[str], typer.Option("--run", help="Only the commits of this run id (e.g. build-20261207T101500Z-3fa2c1).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """A table's Delta history."""
-    commits = inspect.history(settings_needing("s3"), tables.get(table), limit)
+    """Delta history with each commit's run, role and step: one table's, or every table's (the audit trail)."""
+    settings = settings_needing("s3")
+    commits = inspect.history(settings, tables.get(table), limit, run) if table else inspect.history_all(settings, limit, run)
+    if as_json:
+        print(json.dumps(commits))
+        return
     summary(
-        table,
-        ["version", "timestamp", "operation", "user metadata", "metrics"],
-        [[c["version"], c["timestamp"], c["operation"], c["user_metadata"] or "", c["metrics"][:80]] for c in commits],
+        table or "every table, newest first",
+        ["table", "version", "timestamp", "operation", "run", "role", "step", "metrics"],
+        [[c["table"], c["version"], c["timestamp"], c["operation"], c["run"] or "", c["role"] or "", c["step"] or "", c["metrics"][:60]] for c in commits],
     )
 
 

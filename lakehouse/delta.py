@@ -14,7 +14,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import storage
+from lakehouse import audit, storage
 from lakehouse.settings import Settings
 from lakehouse.spark import local_frame
 from lakehouse.tables import Table
@@ -98,42 +98,41 @@ def latest_version(spark: SparkSession, location: str) -> int:
     return int(first(DeltaTable.forPath(spark, location).history(1).select("version"))[0])
 
 
-def versions_with_metadata(spark: SparkSession, location: str) -> dict[str, int]:
-    """userMetadata -> version of every commit in the table's history that carries one (the first, if several do)."""
+def versions_tagged(spark: SparkSession, location: str) -> dict[str, int]:
+    """tag -> version of every commit in the table's history that carries a tag (the first, if several do)."""
     rows = DeltaTable.forPath(spark, location).history().where(F.col("userMetadata").isNotNull()).select("userMetadata", "version").collect()
-    return {r["userMetadata"]: int(r["version"]) for r in rows}
+    found = ((audit.decode(r["userMetadata"]).get("tag"), int(r["version"])) for r in rows)
+    return {tag: version for tag, version in found if tag is not None}
 
 
 def last_operation_metrics(spark: SparkSession, location: str) -> tuple[int, Mapping[str, str]]:
-    """(version, operationMetrics) of the table's latest commit."""
-    row = first(DeltaTable.forPath(spark, location).history(1).select("version", "operationMetrics"))
+    """(version, operationMetrics) of the table's latest commit, which must be this writer's (`audit.check_ours`)."""
+    row = first(DeltaTable.forPath(spark, location).history(1).select("version", "operationMetrics", "userMetadata"))
+    audit.check_ours(location, int(row["version"]), row["userMetadata"])
     return int(row["version"]), dict(row["operationMetrics"] or {})
 
 
-def append(df: DataFrame, location: str, user_metadata: str | None = None) -> int:
-    """Append rows in one commit; return the version written."""
-    insert(df, location, user_metadata)
-    return latest_version(df.sparkSession, location)
+def append(df: DataFrame, location: str, tag: str | None = None) -> int:
+    """Append rows in one commit; return the version written (checked to be this writer's)."""
+    insert(df, location, tag)
+    return last_operation_metrics(df.sparkSession, location)[0]
 
 
-def insert(df: DataFrame, location: str, user_metadata: str | None = None) -> None:
-    """Append rows in one commit, without looking up the version written (one Spark job fewer)."""
+def insert(df: DataFrame, location: str, tag: str | None = None) -> None:
+    """Append rows in one commit, without looking up the version written (one Spark job fewer); `tag` marks the commit for `versions_tagged`."""
     writer = df.write.format("delta").mode("append")
-    if user_metadata is not None:
-        writer = writer.option("userMetadata", user_metadata)
+    if tag is not None:
+        writer = writer.option("userMetadata", audit.encode(audit.active(), tag))
     writer.save(location)
 
 
-def replace_where(df: DataFrame, location: str, predicate: str, user_metadata: str | None = None) -> None:
+def replace_where(df: DataFrame, location: str, predicate: str) -> None:
     """Atomically replace the rows matching `predicate` (e.g. one quarter) with `df`, in one commit.
 
     The caller that needs the version written reads it from the log (`lakehouse.inspect.written_version`):
     asking Spark for the table's history is one more job per write.
     """
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-    if user_metadata is not None:
-        writer = writer.option("userMetadata", user_metadata)
-    writer.save(location)
+    df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(location)
 
 
 def merge_upsert(
@@ -144,7 +143,6 @@ def merge_upsert(
     prune: Mapping[str, Iterable[str]] | None = None,
     compare: Iterable[str] | None = None,
     delete_scope: str | None = None,
-    user_metadata: str | None = None,
 ) -> tuple[int, Mapping[str, str]]:
     """MERGE `source` into the table on `keys`: update changed rows, insert new ones, in one commit.
 
@@ -169,21 +167,15 @@ def merge_upsert(
         scope = " AND ".join([*partitions, f"({delete_scope})"])
         gone = read(spark, location).alias("t").where(F.expr(scope)).select(*columns).join(source.select(*keys), keys, "left_anti")
         source = source.withColumn("_delete", F.lit(False)).unionByName(gone.withColumn("_delete", F.lit(True)))
-    if user_metadata is not None:
-        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", user_metadata)
-    try:
-        merge = DeltaTable.forPath(spark, location).alias("t").merge(source.alias("s"), " AND ".join(condition))
-        assignments: dict[str, str | Column] = {c: f"s.`{c}`" for c in columns}
-        if delete_scope:
-            merge = merge.whenMatchedDelete(condition="s._delete")
-            merge = merge.whenMatchedUpdate(condition=f"NOT s._delete AND ({changed})" if changed else "NOT s._delete", set=assignments)
-            merge = merge.whenNotMatchedInsert(condition="NOT s._delete", values=assignments)
-        else:
-            merge = merge.whenMatchedUpdate(condition=changed or None, set=assignments).whenNotMatchedInsert(values=assignments)
-        merge.execute()
-    finally:
-        if user_metadata is not None:
-            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    merge = DeltaTable.forPath(spark, location).alias("t").merge(source.alias("s"), " AND ".join(condition))
+    assignments: dict[str, str | Column] = {c: f"s.`{c}`" for c in columns}
+    if delete_scope:
+        merge = merge.whenMatchedDelete(condition="s._delete")
+        merge = merge.whenMatchedUpdate(condition=f"NOT s._delete AND ({changed})" if changed else "NOT s._delete", set=assignments)
+        merge = merge.whenNotMatchedInsert(condition="NOT s._delete", values=assignments)
+    else:
+        merge = merge.whenMatchedUpdate(condition=changed or None, set=assignments).whenNotMatchedInsert(values=assignments)
+    merge.execute()
     return last_operation_metrics(spark, location)
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from lakehouse import storage
+from lakehouse import audit, storage
 from lakehouse.settings import Settings
 from lakehouse.tables import ALL_TABLES, Table
 
@@ -50,10 +50,17 @@ def version(settings: Settings, table: Table, role: str = "transform") -> int | 
 
 
 def written_version(settings: Settings, table: Table, role: str = "transform") -> int:
-    """The version a write just committed (one writer at a time: the latest), read from the log without a Spark job."""
-    written = version(settings, table, role)
-    if written is None:
+    """The version a write just committed (one writer at a time: the latest), read from the log without a Spark job.
+
+    The commit at that version must carry this writer's stamp (`audit.check_ours`).
+    """
+    dt = open_table(settings, table, role)
+    if dt is None:
         raise LookupError(f"{table.name} has no Delta log at {table.location(settings)} after a write")
+    written = int(dt.version())
+    if audit.active() is not None:
+        [commit] = dt.history(1)
+        audit.check_ours(table.name, written, commit.get("userMetadata"))
     return written
 
 
@@ -153,24 +160,43 @@ def overview(settings: Settings, role: str = "transform") -> list[dict[str, Any]
     return found
 
 
-def history(settings: Settings, table: Table, limit: int | None = None) -> list[dict[str, Any]]:
-    """The table's commits, newest first."""
+def history(settings: Settings, table: Table, limit: int | None = None, run: str | None = None) -> list[dict[str, Any]]:
+    """The table's commits, newest first, each with its audit stamp (run, role, step, writer; `lakehouse.audit`); only `run`'s when given."""
     dt = open_table(settings, table)
     if dt is None:
         raise LookupError(f"{table.name} does not exist yet at {table.location(settings)}")
+    return _commits(table, dt, limit, run)
+
+
+def _commits(table: Table, dt: DeltaTable, limit: int | None, run: str | None) -> list[dict[str, Any]]:
     commits = []
-    for c in dt.history(limit):
+    for c in dt.history(None if run else limit):
+        stamp = audit.decode(c.get("userMetadata"))
+        if run and audit.run_of(c.get("userMetadata")) != run:
+            continue
         metrics = c.get("operationMetrics") or {}
         commits.append(
             {
+                "table": table.name,
                 "version": c.get("version"),
                 "timestamp": _iso(c.get("timestamp")),
                 "operation": c.get("operation"),
-                "user_metadata": c.get("userMetadata"),
+                "run": stamp.get("run") or stamp.get("tag"),
+                "role": stamp.get("role"),
+                "step": stamp.get("step"),
+                "writer": stamp.get("writer"),
                 "metrics": json.dumps(metrics, sort_keys=True) if metrics else "",
             }
         )
-    return commits
+    return commits[:limit] if limit is not None else commits
+
+
+def history_all(settings: Settings, limit: int | None = None, run: str | None = None) -> list[dict[str, Any]]:
+    """The commits of every existing table, newest first (only `run`'s when given): the lakehouse's audit trail."""
+    opened = [(table, open_table(settings, table)) for table in ALL_TABLES]
+    found = [c for table, dt in opened if dt is not None for c in _commits(table, dt, limit, run)]
+    found.sort(key=lambda c: (c["timestamp"] or "", c["table"], c["version"]), reverse=True)
+    return found[:limit] if limit is not None else found
 
 
 def _iso(millis: int | None) -> str | None:

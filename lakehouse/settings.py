@@ -27,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("ingest", "transform", "ml", "mlflow", "admin")
 
 #: Logical bucket names; the physical names can be overridden (LAKEHOUSE_BUCKET_<NAME>).
-BUCKETS = ("landing", "bronze", "silver", "gold", "quality", "mlflow")
+BUCKETS = ("landing", "bronze", "silver", "gold", "quality", "mlflow", "control")
 
 
 class MissingSecret(UserError):
@@ -68,6 +68,8 @@ class Settings:
     compact_min_files: int = 16  # maintenance compacts a partition once it holds this many files (see `lakehouse.maintenance`)
     writer_wait_s: float = 3600.0  # how long a writing step waits for the writer lease before it fails (see `lakehouse.lease`)
     writer_wait_report_s: float = 30.0  # how often a waiting writer says whom it waits for
+    writer_lease_on_store: bool = True  # also hold the lease object on the store (writers on several hosts; see `lakehouse.lease`)
+    writer_lease_ttl_s: float = 60.0  # a lease object not renewed for this long (a waiter's own clock) belongs to a dead writer
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
     code_version: str | None = None
     fail_at: str | None = None
@@ -187,6 +189,8 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         compact_min_files=int(get("COMPACT_MIN_FILES", "16")),
         writer_wait_s=float(get("WRITER_WAIT_S", "3600")),
         writer_wait_report_s=float(get("WRITER_WAIT_REPORT_S", "30")),
+        writer_lease_on_store=get("WRITER_LEASE_ON_STORE", "true").lower() in ("1", "true", "yes"),
+        writer_lease_ttl_s=float(get("WRITER_LEASE_TTL_S", "60")),
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
@@ -214,6 +218,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
         "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days), "LAKEHOUSE_COMPACT_MIN_FILES": str(settings.compact_min_files),
         "LAKEHOUSE_WRITER_WAIT_S": repr(settings.writer_wait_s), "LAKEHOUSE_WRITER_WAIT_REPORT_S": repr(settings.writer_wait_report_s),
+        "LAKEHOUSE_WRITER_LEASE_ON_STORE": str(settings.writer_lease_on_store).lower(), "LAKEHOUSE_WRITER_LEASE_TTL_S": repr(settings.writer_lease_ttl_s),
         **{f"LAKEHOUSE_BUCKET_{name.upper()}": bucket for name, bucket in settings.buckets.items()},
     }  # fmt: skip
     for role, creds in settings.credentials.items():

@@ -23,8 +23,8 @@ READ, WRITE, ADMIN = "read", "write", "admin"
 #: list and delete (Delta writers list and VACUUM deletes). docker-compose's MinIO policies and the
 #: local SeaweedFS identities are both generated from this one table.
 ROLE_GRANTS: Mapping[str, Mapping[str, str]] = {
-    "ingest": {"landing": WRITE, "bronze": WRITE},
-    "transform": {"bronze": READ, "silver": WRITE, "gold": WRITE, "quality": WRITE},
+    "ingest": {"landing": WRITE, "bronze": WRITE, "control": WRITE},
+    "transform": {"bronze": READ, "silver": WRITE, "gold": WRITE, "quality": WRITE, "control": WRITE},
     "ml": {"gold": READ},
     "mlflow": {"mlflow": WRITE},
     "admin": {bucket: ADMIN for bucket in BUCKETS},

@@ -60,10 +60,10 @@ with DAG(
         return steps.build_task(quarter, steps.run_id_for("build", run_id), force=bool(params["force"]))
 
     @task(**WRITER)
-    def maintain(dag_run=None) -> dict:
+    def maintain(dag_run=None, run_id=None) -> dict:
         """OPTIMIZE and VACUUM the tables written, never removing what a recorded build needs (not in backfills)."""
         from pipeline import steps
 
-        return steps.maintain_task(getattr(dag_run.run_type, "value", dag_run.run_type))
+        return steps.maintain_task(getattr(dag_run.run_type, "value", dag_run.run_type), run_id=steps.run_id_for("maintain", run_id))
 
     build(wait_for_quarter()) >> maintain()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from lakehouse import faults, inspect, quality, quarters, storage
+from lakehouse import audit, faults, inspect, quality, quarters, storage
 from lakehouse.lease import writer_lease
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings, load_settings
@@ -109,7 +109,7 @@ def ingest(
     from lakehouse.spark import build_session
 
     settings = settings or load_settings()
-    with writer_lease(settings, f"ingest {run_id}"):
+    with writer_lease(settings, f"ingest {run_id}", role="ingest"):
         if not bronze_ingest.has_work(settings, feeds, months):
             log.info("nothing new to ingest: Spark not started")
             return bronze_ingest.IngestReport(run_id, [bronze_ingest.FeedReport(t.name) for t in bronze_ingest.selected(feeds)])
@@ -117,7 +117,8 @@ def ingest(
         spark = build_session(settings, ["ingest"], app_name=f"lakehouse-{run_id}")
         if on_spark is not None:
             on_spark(time.monotonic() - t0)
-        report = bronze_ingest.run(spark, settings, run_id, _naive_utc(started_at), feeds, on_feed=on_feed, months=months)
+        with audit.stamped(spark, run_id, "ingest", "ingest"):
+            report = bronze_ingest.run(spark, settings, run_id, _naive_utc(started_at), feeds, on_feed=on_feed, months=months)
         log.info("ingested %s: %d objects, %d rows", ", ".join(months or ["every month"]), report.objects, report.rows)
         return report
 
@@ -212,7 +213,8 @@ def build_step(
         _import_while_spark_starts()
         spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}", rows=rows)
         spark_s = time.monotonic() - t0
-        report = build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
+        with audit.stamped(spark, run_id, "transform", "build"):
+            report = build(spark, settings, wanted, ctx, code, on_silver, on_gold, force=forced, own=own, record_errors=record_errors)
         report.seconds = {"spark start": spark_s, **report.seconds}
         for r in report.silver:
             log.info("%s: %s", r.table, "no new rows" if r.skipped else f"{r.input_rows} in, fates {r.fates}, v{r.version}")
@@ -252,7 +254,8 @@ def record_failure(quarter: str, run_id: str, step: str, error: BaseException | 
         spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}-failure")
         ctx = _context(settings, run_id, started_at)
         wrapped = RuntimeError(f"step {step}: {type(error).__name__}: {error}")
-        row = record(spark, settings, ctx, quarter, staleness.code_version(settings), _naive_utc(None), [], None, gates, wrapped)
+        with audit.stamped(spark, run_id, "transform", f"record the failure of {step}"):
+            row = record(spark, settings, ctx, quarter, staleness.code_version(settings), _naive_utc(None), [], None, gates, wrapped)
         log.error("build %s of %s FAILED in %s: %s (MLflow run %s)", row["build_id"], quarter, step, error, row["mlflow_run_id"])
         return {"build_id": row["build_id"], "mlflow_run_id": row["mlflow_run_id"]}
 
@@ -274,24 +277,28 @@ def replay(
         _import_while_spark_starts()
         spark = build_session(settings, ["transform"], app_name=f"lakehouse-{run_id}")
         ctx = _context(settings, run_id, started_at, replay=True)
-        return [run_table(spark, settings, job.SPEC, ctx, rules) for job in SILVER_JOBS if not tables or job.SPEC.table.name in tables]
+        with audit.stamped(spark, run_id, "transform", "quarantine replay"):
+            return [run_table(spark, settings, job.SPEC, ctx, rules) for job in SILVER_JOBS if not tables or job.SPEC.table.name in tables]
 
 
-def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintenance], None] | None = None) -> list[TableMaintenance]:
+def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintenance], None] | None = None, run_id: str | None = None) -> list[TableMaintenance]:
     """OPTIMIZE and VACUUM the tables written since their last maintenance, keeping what recorded builds need."""
     from lakehouse import maintenance
     from lakehouse.spark import build_session
 
     resolved = settings or load_settings()
-    with writer_lease(resolved, "maintain"):
+    run_id = run_id or new_run_id("maintain", datetime.now(UTC))
+    with writer_lease(resolved, f"maintain {run_id}"), contextlib.ExitStack() as stamps:
         # started for the first table that needs it: not at all when nothing was written since the last run
-        spark = functools.cache(lambda: build_session(resolved, maintenance.ROLES, app_name="lakehouse-maintain"))
+        spark = functools.cache(
+            lambda: stamps.enter_context(audit.stamped(build_session(resolved, maintenance.ROLES, app_name=f"lakehouse-{run_id}"), run_id, "+".join(maintenance.ROLES), "maintain"))
+        )
         reports = maintenance.run(spark, resolved, _naive_utc(None), on_table=on_table)
         log.info("maintained %d tables, %d bytes saved", len(reports), sum(r.bytes_before - r.bytes_after for r in reports))
         return reports
 
 
-def maintain_task(run_type: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+def maintain_task(run_type: str | None = None, settings: Settings | None = None, run_id: str | None = None) -> dict[str, Any]:
     """The build DAG's maintenance task: `maintain`, except in a backfill's runs; a JSON summary.
 
     A backfill's runs skip it (`run_type` "backfill"): one maintenance per quarter of a backfill
@@ -301,6 +308,6 @@ def maintain_task(run_type: str | None = None, settings: Settings | None = None)
     if run_type == "backfill":
         log.info("backfill run: maintenance left to `lakehouse maintain` or the next scheduled run")
         return {"tables": 0, "bytes_saved": 0, "kept_for": [], "skipped": "backfill"}
-    reports = maintain(settings)
+    reports = maintain(settings, run_id=run_id)
     saved = sum(r.bytes_before - r.bytes_after for r in reports)
     return {"tables": len(reports), "bytes_saved": saved, "kept_for": sorted({k for r in reports for k in r.kept_for})}

@@ -306,9 +306,9 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
         listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
         delete_scope = f"t._source_object IN ({listed})" if objects else None
     if inspect.rows_in(settings, table, prune if table.partition_by else None) == 0:
-        delta.insert(staged, location, user_metadata=ctx.run_id)
+        delta.insert(staged, location)
         return inspect.written_version(settings, table), {"numTargetRowsInserted": staged_rows, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
-    version, metrics = delta.merge_upsert(spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, user_metadata=ctx.run_id)
+    version, metrics = delta.merge_upsert(spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope)
     return version, {k: int(metrics.get(k, 0)) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from lakehouse import delivery
+from lakehouse import audit, delivery
 from lakehouse.notebook.tables import _NULL, _settings, open_dataset, open_table
 from lakehouse.settings import Settings
 from lakehouse.tables import get
@@ -35,7 +35,8 @@ def history_frame(name: str, limit: int | None = None, settings: Settings | None
                 "version": commit.get("version"),
                 "committed_at": pd.to_datetime(commit.get("timestamp"), unit="ms"),
                 "operation": commit.get("operation"),
-                "run_id": commit.get("userMetadata"),
+                "run_id": audit.run_of(commit.get("userMetadata")),
+                "role": audit.decode(commit.get("userMetadata")).get("role"),
                 "rows_written": metric("numOutputRows", "num_added_rows"),
                 "rows_inserted": metric("numTargetRowsInserted"),
                 "rows_updated": metric("numTargetRowsUpdated"),

@@ -15,10 +15,9 @@ import pytest
 from airflow_client.client import DAGPatchBody
 from mlflow import MlflowClient
 
-from bronze import ingest
-from lakehouse import delivery, delta, landing, orchestrate, services
+from lakehouse import delivery, delta, inspect, landing, orchestrate, services
 from lakehouse.runs import RunContext
-from lakehouse.tables import INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
+from lakehouse.tables import BUILDS, INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
 from pipeline import steps
 
@@ -58,7 +57,7 @@ def test_the_monthly_dag_ingests_its_month_and_a_rerun_adds_nothing(lake, spark,
 
 
 def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake, spark, cli):
-    ingest.run(spark, lake, "ingest-rest", T0)  # the other months, as the monthly DAG would
+    steps.ingest("ingest-rest", T0, settings=lake)  # the other months, as the monthly DAG would
     env = {
         "LAKEHOUSE_FAIL_AT": "gold.after_publish:once",  # gold publishes, then its task dies
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
@@ -77,6 +76,19 @@ def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake,
     [build] = [b for b in delivery.builds(lake) if b["quarter"] == "2013Q2"]
     assert build["status"] == "SUCCEEDED" and build["run_id"].startswith("build-manual-")
     assert delivery.load_training_set("2013Q2", build["build_id"], as_="arrow", settings=lake).num_rows == training.count()
+
+    # the audit trail: every commit of every table so far (the DAGs' ingest, build, retry and
+    # maintenance, the step above) says which run, role and step made it
+    commits = json.loads(cli("history", "--json", "--limit", "10000").stdout)
+    assert {c["table"] for c in commits} >= {INGEST_LOG.name, SILVER_FLIGHTS.name, TRAINING_SET.name, BUILDS.name}
+    unstamped = [c for c in commits if not (c["run"] and c["role"] and c["step"] and c["writer"])]
+    assert not unstamped, unstamped[:5]
+    made_by = {(c["role"], c["step"]) for c in commits}
+    assert {("ingest", "ingest"), ("transform", "build")} <= made_by <= {("ingest", "ingest"), ("transform", "build"), ("ingest+transform", "maintain")}
+    mine = json.loads(cli("history", "--json", "--run", build["run_id"]).stdout)
+    assert mine and {c["run"] for c in mine} == {build["run_id"]} and {c["step"] for c in mine} == {"build"}
+    assert {TRAINING_SET.name, BUILDS.name} <= {c["table"] for c in mine}
+    assert len({c["writer"] for c in mine if c["table"] == TRAINING_SET.name}) == 2  # the try that died after publishing, and its retry
 
 
 def test_a_backfill_through_the_scheduler_gives_the_digests_of_the_cli(lake, spark, quality_config):
@@ -113,6 +125,8 @@ def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, 
     assert "step build" in failed[0]["error"] and "injected fault at silver.start" in failed[0]["error"]
     run = MlflowClient(tracking_uri=lake.mlflow_uri).get_run(failed[0]["mlflow_run_id"])
     assert run.info.status == "FAILED" and "silver.start" in run.data.tags["error"]
+    [record] = inspect.history(lake, BUILDS, limit=1)  # the callback's commit of the FAILED row
+    assert (record["run"], record["role"], record["step"]) == (failed[0]["run_id"], "transform", "record the failure of build")
     assert delta.latest_version(spark, TRAINING_SET.location(lake)) == versions  # nothing downstream ran
 
 

@@ -4,17 +4,22 @@ driver's JVM as `make setup` prepared it."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import re
+import socket
 import subprocess
+import time
 
 import psutil
 import pytest
 import requests
+from botocore.exceptions import ClientError
 from minio import Minio
 from minio.error import S3Error
 
-from lakehouse import services, storage
+from lakehouse import lease, services, storage
 from lakehouse.spark import class_archive
 
 pytestmark = pytest.mark.integration
@@ -90,3 +95,73 @@ def test_the_stacks_home_and_its_folders_are_private_to_their_owner(stack):
     assert {"run", "logs", "data"} <= {p.name for p in folders}
     assert {p.name or str(p): oct(p.stat().st_mode & 0o777) for p in folders} == {p.name or str(p): "0o700" for p in folders}
     assert oct(stack.secrets_file.stat().st_mode & 0o777) == "0o600"
+
+
+# ---------------------------------------------------------------- the writer lease's object on the store
+
+
+def _lease_settings(stack, ttl: float = 2.0):
+    return dataclasses.replace(stack, writer_lease_ttl_s=ttl, writer_wait_report_s=60.0)
+
+
+def test_the_store_refuses_a_second_create_of_the_lease_object_and_a_put_on_a_stale_etag(stack):
+    s3 = lease._conditional_client(stack, "ingest")
+    first = s3.put_object(Bucket="control", Key="probe.lease", Body=b"a", IfNoneMatch="*")
+    for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+        with pytest.raises(ClientError) as refused:
+            s3.put_object(Bucket="control", Key="probe.lease", Body=b"b", **condition)
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] in (409, 412), condition
+    s3.put_object(Bucket="control", Key="probe.lease", Body=b"c", IfMatch=first["ETag"])
+    assert s3.get_object(Bucket="control", Key="probe.lease")["Body"].read() == b"c"
+    s3.delete_object(Bucket="control", Key="probe.lease")
+
+
+def test_a_writer_on_another_host_waits_while_the_holder_renews_and_takes_over_only_once_it_stops(stack):
+    settings = _lease_settings(stack)
+    a = lease.StoreLease(settings, "transform", "build build-a", host="host-a")
+    b = lease.StoreLease(settings, "ingest", "ingest ingest-b", host="host-b")
+    a.acquire(0)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(lease.WriterBusy, match=r"ingest ingest-b: the lakehouse is being written by build build-a \(pid \d+ on host-a, since "):
+            b.acquire(5)  # two and a half TTLs: the holder renews every half second, so it never looks dead
+        assert time.monotonic() - t0 >= 5 and a.current()[1]["host"] == "host-a"  # type: ignore[index]
+    finally:
+        a._stop.set()  # host a dies: its lease is no longer renewed
+        assert a._renewer is not None
+        a._renewer.join()
+    t0 = time.monotonic()
+    b.acquire(30)
+    assert 2.0 <= time.monotonic() - t0 < 10  # one TTL of an unchanged ETag by b's own clock
+    assert b.current()[1]["host"] == "host-b"  # type: ignore[index]
+    b.release()
+    assert b.current() is None
+
+
+def _finished_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_lease_left_by_a_dead_process_of_this_host_is_taken_at_once_and_a_holder_taken_over_fails_its_step(stack):
+    settings = _lease_settings(stack, ttl=600.0)
+    s3 = lease._conditional_client(settings, "transform")
+    dead = {"host": socket.gethostname(), "pid": _finished_pid(), "step": "build killed", "since": "then"}
+    s3.put_object(Bucket="control", Key=lease.LEASE_KEY, Body=json.dumps(dead).encode())
+    mine = lease.StoreLease(settings, "transform", "build build-c")
+    mine.acquire(0)  # no TTL to wait for: the kernel says its holder is gone
+    assert mine.current()[1]["step"] == "build build-c"  # type: ignore[index]
+    mine.release()
+    assert mine.current() is None
+
+    # a holder that stalled past a TTL finds at its next renewal that another writer took the lease over
+    stalled = lease.StoreLease(_lease_settings(stack, ttl=0.4), "transform", "build build-d")
+    stalled.acquire(0)
+    taker = {"host": "host-e", "pid": 1, "step": "ingest ingest-e", "since": "now"}
+    s3.put_object(Bucket="control", Key=lease.LEASE_KEY, Body=json.dumps(taker).encode())
+    time.sleep(0.5)
+    with pytest.raises(lease.WriterLeaseLost, match="build build-d: another writer took the writer lease over"):
+        stalled.release()
+    assert stalled.current()[1]["step"] == "ingest ingest-e"  # type: ignore[index]  # the taker's lease is left alone
+    s3.delete_object(Bucket="control", Key=lease.LEASE_KEY)

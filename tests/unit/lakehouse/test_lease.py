@@ -1,4 +1,7 @@
-"""The writer lease between real processes (no Spark): exclusive, reported, released by any exit, re-entrant."""
+"""The writer lease's host part between real processes (no Spark, no store): exclusive, reported, released by any exit, re-entrant.
+
+Its part on the store is tested against the S3 server in `tests/integration/test_services.py`.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from lakehouse.settings import PROJECT_ROOT, Settings, settings_from_mapping
 
 
 def _settings(home: Path, **extra: str) -> Settings:
-    return settings_from_mapping({"LAKEHOUSE_HOME": str(home), **extra})
+    return settings_from_mapping({"LAKEHOUSE_HOME": str(home), "LAKEHOUSE_WRITER_LEASE_ON_STORE": "false", **extra})
 
 
 def _holder_process(home: Path, step: str, hold_s: float) -> subprocess.Popen:
@@ -27,7 +30,7 @@ def _holder_process(home: Path, step: str, hold_s: float) -> subprocess.Popen:
         import time
         from lakehouse.lease import writer_lease
         from lakehouse.settings import settings_from_mapping
-        with writer_lease(settings_from_mapping({{"LAKEHOUSE_HOME": {str(home)!r}}}), {step!r}):
+        with writer_lease(settings_from_mapping({{"LAKEHOUSE_HOME": {str(home)!r}, "LAKEHOUSE_WRITER_LEASE_ON_STORE": "false"}}), {step!r}):
             print("held", flush=True)
             time.sleep({hold_s})
     """)
@@ -40,7 +43,7 @@ def _try_lease(home: Path, wait_s: float) -> subprocess.CompletedProcess:
     code = f"""
 from lakehouse.lease import writer_lease
 from lakehouse.settings import settings_from_mapping
-with writer_lease(settings_from_mapping({{"LAKEHOUSE_HOME": {str(home)!r}}}), "other", wait_s={wait_s}):
+with writer_lease(settings_from_mapping({{"LAKEHOUSE_HOME": {str(home)!r}, "LAKEHOUSE_WRITER_LEASE_ON_STORE": "false"}}), "other", wait_s={wait_s}):
     print("got it")
 """
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
