@@ -157,7 +157,7 @@ def manifest_problem(found: Content, promised: Mapping[str, object] | None) -> s
 def header_columns(header: str, feed: Feed) -> tuple[str | None, tuple[str, ...]]:
     """(problem, columns): schema drift when the header does not name exactly the feed's columns,
     else the columns in the header's order (the feed's own order, or another that is read by name)."""
-    named = tuple(next(csv.reader([header])) if header else [])
+    named = tuple(next(csv.reader([header.removeprefix(BOM)])) if header else [])
     if sorted(named) == sorted(feed.columns):
         return None, named
     adds = list(dict.fromkeys(c for c in named if c not in feed.columns))
@@ -165,6 +165,10 @@ def header_columns(header: str, feed: Feed) -> tuple[str | None, tuple[str, ...]
     twice = sorted({c for c in named if named.count(c) > 1})
     said = [f"adds {', '.join(adds)}" if adds else "", f"lacks {', '.join(lacks)}" if lacks else "", f"repeats {', '.join(twice)}" if twice else ""]
     return "schema drift: the header " + "; ".join(x for x in said if x) + f" (the feed's columns: {', '.join(feed.columns)})", named
+
+
+#: The UTF-8 byte-order mark some exporters write before the header, as text.
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,13 @@ def screen(s3: Minio, obj: ObjectInfo, feed: Feed) -> Verdict:
     found = content.problem or manifest_problem(content, promised)
     if found or content.header is None:
         return Verdict(found)
-    drift, order = header_columns(content.header, feed)
+    return header_verdict(content.header, feed)
+
+
+def header_verdict(header: str, feed: Feed) -> Verdict:
+    """Schema drift is rejected; a header that is the feed's own line is read by position, any other
+    that names its columns (another order, quoted names, a UTF-8 byte-order mark before it) by name."""
+    drift, order = header_columns(header, feed)
     if drift:
         return Verdict(drift)
-    return Verdict(None) if order == feed.columns else Verdict(None, (content.header, order))
+    return Verdict(None) if header == ",".join(feed.columns) else Verdict(None, (header, order))

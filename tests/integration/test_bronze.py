@@ -16,10 +16,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import delta, inspect, landing, storage
+from lakehouse import delivery, delta, inspect, landing, storage
 from lakehouse.lease import writer_lease
 from lakehouse.spark import local_frame
-from lakehouse.tables import INGEST_LOG, get
+from lakehouse.tables import BUILDS, INGEST_LOG, PROGRESS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import steps
 from tests.helpers import source_rows
 
@@ -171,6 +171,8 @@ def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_inge
         "bts/flights/2001-09.csv.gz": (b"", "empty"),
         "bts/flights/latest.csv.gz": (gzip.compress(good), "a monthly extract's key must end in YYYY-MM.csv"),
         "bts/flights/2001-11.csv.gz": (gzip.compress(header.replace(b"\n", b",tailnum\n") + b"2001-11-01 06:00:00,5,100,JFK,BOS,N1\n"), "schema drift: the header adds tailnum"),
+        "bts/flights/2002-03.csv": (bytes(range(256)) * 8 + b"\n" + bytes(range(255, -1, -1)) * 8 + b"\n", "schema drift: the header adds"),  # binary garbage
+        "bts/flights/2002-04.csv.gz": (gzip.compress(header.replace(b",", b";") + b"2002-04-01 06:00:00;5;100;JFK;BOS\n"), "schema drift: the header adds date;delay"),
     }
     for key, (data, _) in bad.items():
         landing.land_bytes(settings, key, data)
@@ -182,27 +184,34 @@ def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_inge
     bad["bts/flights/2001-12.csv.gz"] = (b"", "does not match its manifest: 1 data lines")
     # the feed's columns in another order: read by name
     landing.land_bytes(settings, "bts/flights/2001-10.csv.gz", gzip.compress(b"origin,destination,distance,delay,date\r\nLGA,ORD,200,9,2001-10-02 07:00:00\r\n"))
+    # the feed's own columns after a UTF-8 byte-order mark, and quoted: read by name too
+    landing.land_bytes(settings, "bts/flights/2002-01.csv.gz", gzip.compress(b"\xef\xbb\xbf" + header + b"2002-01-01 06:00:00,5,100,JFK,BOS\n"))
+    landing.land_bytes(settings, "bts/flights/2002-02.csv", b'"date","delay","distance","origin","destination"\n2002-02-01 06:00:00,5,100,JFK,"B,OS"\n')
 
     report = ingest.run(spark, settings, "ingest-screened", T0, feeds=["bts_flights"])
     feed = report.feeds[0]
-    assert (feed.objects, feed.rows, feed.malformed) == (2, 3, 0)
+    assert (feed.objects, feed.rows, feed.malformed) == (4, 5, 0)
     reasons = {r["object_key"]: r["reason"] for r in feed.rejected}
     assert sorted(reasons) == sorted(bad)
     for key, (_, reason) in bad.items():
         assert reason in reasons[key], (key, reasons[key])
-    assert _per_object(spark, settings, "bronze.bts_flights") == {"bts/flights/2001-08.csv.gz": 2, "bts/flights/2001-10.csv.gz": 1}
-    [reordered] = delta.read(spark, get("bronze.bts_flights").location(settings)).where("_source_object = 'bts/flights/2001-10.csv.gz'").collect()
-    assert (reordered["date"], reordered["delay"], reordered["distance"], reordered["origin"], reordered["destination"]) == ("2001-10-02 07:00:00", "9", "200", "LGA", "ORD")
+    read_by_name = {"bts/flights/2001-10.csv.gz": 1, "bts/flights/2002-01.csv.gz": 1, "bts/flights/2002-02.csv": 1}
+    assert _per_object(spark, settings, "bronze.bts_flights") == {"bts/flights/2001-08.csv.gz": 2, **read_by_name}
+    rows = {r["_source_object"]: r for r in delta.read(spark, get("bronze.bts_flights").location(settings)).where(F.col("_source_object").isin(*read_by_name)).collect()}
+    fields = ("date", "delay", "distance", "origin", "destination")
+    assert tuple(rows["bts/flights/2001-10.csv.gz"][c] for c in fields) == ("2001-10-02 07:00:00", "9", "200", "LGA", "ORD")
+    assert tuple(rows["bts/flights/2002-01.csv.gz"][c] for c in fields) == ("2002-01-01 06:00:00", "5", "100", "JFK", "BOS")
+    assert tuple(rows["bts/flights/2002-02.csv"][c] for c in fields) == ("2002-02-01 06:00:00", "5", "100", "JFK", "B,OS")  # a quoted comma
     log = delta.read(spark, INGEST_LOG.location(settings)).collect()
     assert {r["object_key"]: r["reason"] for r in log if r["status"] == "rejected"} == reasons
-    assert steps.months_ingested(settings) == ["2001-08", "2001-10"]  # a rejected extract is no ingested month
+    assert steps.months_ingested(settings) == ["2001-08", "2001-10", "2002-01", "2002-02"]  # a rejected extract is no ingested month
 
     # a rejected (key, ETag) is not looked at again; its corrected re-delivery is ingested
     assert not ingest.has_work(settings, ["bts_flights"])
     landing.land_bytes(settings, "bts/flights/2001-03.csv.gz", gzip.compress(header + b"2001-03-01 06:00:00,5,100,JFK,BOS\n"))
     again = ingest.run(spark, settings, "ingest-corrected", T0, feeds=["bts_flights"])
     assert (again.feeds[0].objects, again.feeds[0].rows, again.feeds[0].rejected) == (1, 1, [])
-    assert steps.months_ingested(settings) == ["2001-03", "2001-08", "2001-10"]
+    assert steps.months_ingested(settings) == ["2001-03", "2001-08", "2001-10", "2002-01", "2002-02"]
 
 
 def test_an_ingest_log_from_before_its_reason_column_gets_the_column_and_reads_it_as_null(empty_lake, spark):
@@ -219,3 +228,30 @@ def test_an_ingest_log_from_before_its_reason_column_gets_the_column_and_reads_i
     version = delta.latest_version(spark, INGEST_LOG.location(settings))
     delta.ensure_table(spark, settings, INGEST_LOG)
     assert delta.latest_version(spark, INGEST_LOG.location(settings)) == version  # nothing to add: no commit
+
+
+def test_two_builds_and_a_replay_started_at_once_write_one_after_another_and_every_row_once(empty_lake, spark, lake_env):
+    settings = empty_lake
+    landing.land(settings, ["nyc_flights", "nyc_weather"], {"2013-01", "2013-02", "2013-03"}, every=12)
+    landing.land(settings, ["nyc_airports", "nyc_airlines", "nyc_planes", "bts_airports"])
+    steps.ingest("ingest-concurrent", T0, settings=settings)
+    commands = (["build", "--all"], ["build", "--all"], ["quarantine", "replay"])
+    env = {**os.environ, **lake_env, "LAKEHOUSE_CODE_VERSION": "test-concurrent"}
+    procs = [subprocess.Popen([str(Path(sys.executable).parent / "lakehouse"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in commands]
+    said = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], said
+    assert sum("waiting for the writer lease, held by" in err for _, err in said) == 2  # each of the others waited for the first
+
+    flights = delta.read(spark, SILVER_FLIGHTS.location(settings))
+    assert flights.count() == flights.select("flight_id").distinct().count() > 0
+    training = delta.read(spark, TRAINING_SET.location(settings))
+    assert training.count() == training.select("flight_id").distinct().count() > 0
+    builds = [b for b in delivery.builds(settings) if b["quarter"] == "2013Q1"]
+    assert [b["status"] for b in builds] == ["SUCCEEDED"]  # the second build found 2013Q1 up to date
+    # the audit trail shows the writers one after another: no table has a commit of one run between two of another's
+    for table in (SILVER_FLIGHTS, TRAINING_SET, QUARANTINE, PROGRESS, BUILDS):
+        if inspect.open_table(settings, table) is None:
+            continue
+        runs = [c["run"] for c in reversed(inspect.history(settings, table, limit=None))]
+        blocks = [run for n, run in enumerate(runs) if n == 0 or runs[n - 1] != run]
+        assert len(blocks) == len(set(blocks)), (table.name, runs)

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from bronze.screen import Content, examine, header_columns, key_problem, manifest_problem
+from bronze.screen import Content, Verdict, examine, header_columns, header_verdict, key_problem, manifest_problem
 from lakehouse import landing
 from lakehouse.tables import get
 
@@ -70,6 +70,15 @@ def test_a_header_with_the_feeds_columns_in_another_order_is_read_by_name_and_ot
     assert drift is not None and drift.startswith("schema drift: the header adds tailnum (the feed's columns: date, delay,")
     drift, _ = header_columns("date,delay,origin,dest,dest", BTS)
     assert drift is not None and drift.startswith("schema drift: the header adds dest; lacks distance, destination; repeats dest")
+
+
+def test_a_header_other_than_the_feeds_own_line_is_read_by_name():
+    assert header_verdict("date,delay,distance,origin,destination", BTS) == Verdict(None)
+    for header in ("\ufeffdate,delay,distance,origin,destination", '"date","delay","distance","origin","destination"', "origin,destination,date,distance,delay"):
+        assert header_verdict(header, BTS) == Verdict(None, (header, header_columns(header, BTS)[1])), header
+    assert header_columns("\ufeffdate,delay,distance,origin,destination", BTS) == (None, BTS.columns)
+    drift = header_verdict("date;delay;distance;origin;destination", BTS).reason  # another delimiter
+    assert drift is not None and drift.startswith("schema drift: the header adds date;delay;distance;origin;destination; lacks date, delay,")
 
 
 def test_the_first_line_is_the_header_as_spark_reads_it():
