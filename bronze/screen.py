@@ -41,6 +41,9 @@ from lakehouse.tables import Feed
 #: Key characters read literally by Hadoop's globbing and Spark's path handling.
 _SAFE = re.compile(r"[A-Za-z0-9._/=-]")
 _CHUNK = 1 << 20
+#: The UTF-8 byte-order mark some exporters write before the header, as text (Spark's line reader skips it).
+BOM = "\ufeff"
+
 #: A plain CSV object is read only this far: enough for a header and a data line.
 _PLAIN_HEAD = 1 << 16
 
@@ -133,7 +136,8 @@ def examine(chunks: Iterable[bytes], gzipped: bool, whole: bool = False) -> Cont
                 has_data = True
     except ValueError as error:
         return Content(str(error))
-    header = head.rstrip(b"\r").decode("utf-8", errors="replace")
+    # Hadoop's line reader, and so Spark's text source, skips a UTF-8 byte-order mark at the start
+    header = head.rstrip(b"\r").decode("utf-8", errors="replace").removeprefix(BOM)
     if not has_data:
         return Content("header only: no data line" if header.strip() else "empty: no header and no data line", header)
     if not whole:
@@ -165,10 +169,6 @@ def header_columns(header: str, feed: Feed) -> tuple[str | None, tuple[str, ...]
     twice = sorted({c for c in named if named.count(c) > 1})
     said = [f"adds {', '.join(adds)}" if adds else "", f"lacks {', '.join(lacks)}" if lacks else "", f"repeats {', '.join(twice)}" if twice else ""]
     return "schema drift: the header " + "; ".join(x for x in said if x) + f" (the feed's columns: {', '.join(feed.columns)})", named
-
-
-#: The UTF-8 byte-order mark some exporters write before the header, as text.
-BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def screen(s3: Minio, obj: ObjectInfo, feed: Feed) -> Verdict:
 
 def header_verdict(header: str, feed: Feed) -> Verdict:
     """Schema drift is rejected; a header that is the feed's own line is read by position, any other
-    that names its columns (another order, quoted names, a UTF-8 byte-order mark before it) by name."""
+    that names its columns (another order, quoted names) by name."""
     drift, order = header_columns(header, feed)
     if drift:
         return Verdict(drift)

@@ -1,4 +1,4 @@
-"""`lakehouse land` and `ingest`: demo extracts into the landing bucket, then into bronze exactly once."""
+"""`lakehouse land`, `ingest` and `erase`: demo extracts into the landing bucket, into bronze exactly once, and out of the lakehouse."""
 
 from __future__ import annotations
 
@@ -104,3 +104,23 @@ def ingest(feed: Annotated[Optional[list[str]], typer.Option(help="Bronze feed(s
     rejected = [(r.table, x["object_key"], x["reason"]) for r in report.feeds for x in r.rejected]
     if rejected:
         summary(f"rejected, not read (in bronze._ingest_log; a re-delivery under a new ETag is ingested): {len(rejected)} objects", ["table", "object", "reason"], rejected)
+
+
+def erase(
+    tailnum: Annotated[str, typer.Option("--tailnum", help="The aircraft registration to erase, as delivered (e.g. N14228).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Erase; without it, only show what would be erased.")] = False,
+) -> None:
+    """Erase one aircraft's registration (personal data) from bronze, silver and the quarantine, old versions included."""
+    settings = settings_needing("s3")
+    started = datetime.now(UTC).replace(microsecond=0)
+    rid = steps.new_run_id("erase", started)
+    t0 = time.monotonic()
+    with render.progress() as progress:
+        progress.add_task("erasing" if yes else "looking (nothing is changed without --yes)", total=None)
+        found = steps.erase("tailnum", tailnum, rid, apply=yes, settings=settings)
+    done = "erased, older versions vacuumed" if yes else "a dry run: nothing changed; run it again with --yes to erase"
+    summary(
+        f"erase {rid}: {sum(f.rows for f in found):,} rows in {sum(1 for f in found if f.rows)} tables, {time.monotonic() - t0:.1f} s ({done})",
+        ["table", "column", "rows", "action", "done"],
+        [[f.table, f.column, f.rows, f.action, "yes" if f.applied else "no"] for f in found],
+    )

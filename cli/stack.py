@@ -17,9 +17,10 @@ from lakehouse.settings import Settings, load_settings
 def up(jupyter: Annotated[bool, typer.Option("--jupyter", help="Also start JupyterLab on 127.0.0.1 (token in <home>/jupyter_token).")] = False) -> None:
     """Start the local services (S3 server, MLflow, Airflow) on 127.0.0.1 and create the buckets."""
     settings = load_settings()
-    if settings.s3_is_local and services.generate_secrets(settings.secrets_file):
-        err.print(f"generated local credentials in {settings.secrets_file} (mode 600, git-ignored)")
-        settings = load_settings()
+    if settings.s3_is_local:
+        if services.generate_secrets(settings.secrets_file):
+            err.print(f"generated local credentials in {settings.secrets_file} (mode 600, git-ignored)")
+        settings = load_settings()  # an older secrets file may just have got the pseudonymisation key
     t0 = time.monotonic()
     services.up(settings, lambda name, msg: err.print(f"[bold]{name}[/bold]: {msg}"), jupyter=jupyter)
     _print_status(settings)

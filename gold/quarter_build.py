@@ -155,7 +155,7 @@ def _build(
                 for name, frame in ((ROUTE_DAILY.name, routes), (AIRPORT_DAILY.name, origins), (TRAINING_SET.name, rows)):
                     table = REGISTRY[name]
                     delta.ensure_table(spark, settings, table)
-                    delta.replace_where(frame.where(in_passed), table.location(settings), predicate)
+                    delta.replace_where(frame.where(in_passed), table.location(settings), predicate, tag=ctx.run_id)
                     version = inspect.written_version(settings, table)
                     counts = {r["quarter"]: int(r["count"]) for r in frame.where(in_passed).groupBy("quarter").count().collect()}
                     for quarter in passed:

@@ -7,9 +7,10 @@ OPTIMIZE, VACUUM), then carries in the commit's `userMetadata` one JSON object:
 
     {"run": run id, "role": the role whose keys wrote it, "step": ingest|build|..., "writer": host:pid:nonce}
 
-plus a `tag` on the commits a job looks up again (bronze's data commit of a run). `lakehouse
-history` shows the stamps; commits written before the stamp existed carry a bare run id, read as a
-tag.
+plus a `tag` on the data commits of the layer jobs: the run id of their run context, which
+bronze's recovery looks up again and which names the run even when a job runs in a session no
+step stamped (a notebook, a test). `lakehouse history` shows the stamps; commits written before the
+stamp existed carry a bare run id, read as a tag.
 
 The writer id also closes the last gap of the writer lease (`lakehouse.lease`): after a commit
 whose version it reads, a writer checks that the commit at that version is its own
@@ -27,7 +28,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -92,22 +93,36 @@ def run_of(user_metadata: str | None) -> str | None:
 
 
 @contextmanager
-def stamped(spark: SparkSession, run_id: str, role: str, step: str) -> Iterator[SparkSession]:
-    """Stamp every commit `spark` makes in the block with (run, role, step, a new writer id); yield the session."""
-    stamp = Stamp(run_id, role, step, f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
+def _user_metadata(spark: SparkSession, value: str) -> Iterator[None]:
+    """The session's commits in the block carry `value` as their userMetadata; the previous value comes back after."""
     previous = spark.conf.get(USER_METADATA, None)
-    spark.conf.set(USER_METADATA, encode(stamp))
-    with _guard:
-        _active.append(stamp)
+    spark.conf.set(USER_METADATA, value)
     try:
-        yield spark
+        yield
     finally:
-        with _guard:
-            _active.remove(stamp)
         if previous is None:
             spark.conf.unset(USER_METADATA)
         else:
             spark.conf.set(USER_METADATA, previous)
+
+
+@contextmanager
+def stamped(spark: SparkSession, run_id: str, role: str, step: str) -> Iterator[SparkSession]:
+    """Stamp every commit `spark` makes in the block with (run, role, step, a new writer id); yield the session."""
+    stamp = Stamp(run_id, role, step, f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
+    with _guard:
+        _active.append(stamp)
+    try:
+        with _user_metadata(spark, encode(stamp)):
+            yield spark
+    finally:
+        with _guard:
+            _active.remove(stamp)
+
+
+def tagged(spark: SparkSession, tag: str) -> AbstractContextManager[None]:
+    """The session's commits in the block carry `tag` besides the stamp (for a command without a userMetadata option: MERGE)."""
+    return _user_metadata(spark, encode(active(), tag))
 
 
 def check_ours(table: str, version: int, user_metadata: str | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -126,13 +127,16 @@ def insert(df: DataFrame, location: str, tag: str | None = None) -> None:
     writer.save(location)
 
 
-def replace_where(df: DataFrame, location: str, predicate: str) -> None:
+def replace_where(df: DataFrame, location: str, predicate: str, tag: str | None = None) -> None:
     """Atomically replace the rows matching `predicate` (e.g. one quarter) with `df`, in one commit.
 
     The caller that needs the version written reads it from the log (`lakehouse.inspect.written_version`):
     asking Spark for the table's history is one more job per write.
     """
-    df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(location)
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    if tag is not None:
+        writer = writer.option("userMetadata", audit.encode(audit.active(), tag))
+    writer.save(location)
 
 
 def merge_upsert(
@@ -143,6 +147,7 @@ def merge_upsert(
     prune: Mapping[str, Iterable[str]] | None = None,
     compare: Iterable[str] | None = None,
     delete_scope: str | None = None,
+    tag: str | None = None,
 ) -> tuple[int, Mapping[str, str]]:
     """MERGE `source` into the table on `keys`: update changed rows, insert new ones, in one commit.
 
@@ -175,7 +180,8 @@ def merge_upsert(
         merge = merge.whenNotMatchedInsert(condition="NOT s._delete", values=assignments)
     else:
         merge = merge.whenMatchedUpdate(condition=changed or None, set=assignments).whenNotMatchedInsert(values=assignments)
-    merge.execute()
+    with audit.tagged(spark, tag) if tag is not None else nullcontext():
+        merge.execute()
     return last_operation_metrics(spark, location)
 
 

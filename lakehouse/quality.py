@@ -168,17 +168,40 @@ def with_derived(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
     return df.withColumns({name: F.expr(sql) for name, sql in derived.items()}) if derived else df
 
 
-def validate(df: DataFrame, suite: str, checks: Sequence[Check]) -> tuple[GateResult, Any]:
+#: What a report shows in place of the sample values of a personal column.
+REDACTED = "<personal data: not shown>"
+
+#: The parts of an expectation's result that hold the checked column's values.
+_VALUE_KEYS = ("partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list", "unexpected_list", "unexpected_index_list", "observed_value")
+
+
+def redact(result: Any, personal: Sequence[str]) -> None:
+    """Replace, in GX's result, every value an expectation on a personal column sampled (in place, before anything is reported)."""
+    for r in result.results:
+        kwargs = r.expectation_config.kwargs or {}
+        columns = {kwargs.get("column"), *(kwargs.get("column_list") or ())}
+        if not columns & set(personal) or not r.result:
+            continue
+        for key in _VALUE_KEYS:
+            value = r.result.get(key)
+            if value is not None and not isinstance(value, bool | int | float):
+                r.result[key] = [REDACTED] if isinstance(value, list) else REDACTED
+
+
+def validate(df: DataFrame, suite: str, checks: Sequence[Check], personal: Sequence[str] = ()) -> tuple[GateResult, Any]:
     """Run the checks on `df` with GX; return the summary and GX's own result object.
 
     The verdict costs about one pass: BOOLEAN_ONLY computes each expectation's aggregate and no
     samples. Only when a gate fails is the suite run again at SUMMARY, for the counts and sample
-    values that its report and error show, with each check's `detail` form where it has one.
+    values that its report and error show, with each check's `detail` form where it has one; the
+    sampled values of the `personal` columns are redacted before the summary, the stored report,
+    the HTML page and so MLflow see them.
     """
     result = _run_suite(with_derived(df, checks), suite, checks, "BOOLEAN_ONLY")
     if not result.success:
         detailed = [c.detail or c for c in checks]
         result = _run_suite(with_derived(df, detailed), suite, detailed, "SUMMARY")
+        redact(result, personal)
     return GateResult(suite, bool(result.success), _summarize(result)), result
 
 
@@ -201,12 +224,13 @@ def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: A
     return f"s3://{bucket}/{prefix}.json"
 
 
-def gate(settings: Settings, run_id: str, df: DataFrame, suite: str, checks: Sequence[Check], collector: list | None = None) -> GateResult:
+def gate(settings: Settings, run_id: str, df: DataFrame, suite: str, checks: Sequence[Check], collector: list | None = None, personal: Sequence[str] = ()) -> GateResult:
     """Validate, store the report, and raise GateFailed if any expectation failed.
 
-    Every result, passed or failed, is appended to `collector` (the run's list of gates).
+    Every result, passed or failed, is appended to `collector` (the run's list of gates); no sample
+    value of a `personal` column reaches the report.
     """
-    result, gx_result = validate(df, suite, checks)
+    result, gx_result = validate(df, suite, checks, personal)
     result.report_uri = store_report(settings, run_id, result, gx_result)
     if collector is not None:
         collector.append(result)

@@ -71,6 +71,7 @@ class Settings:
     writer_lease_on_store: bool = True  # also hold the lease object on the store (writers on several hosts; see `lakehouse.lease`)
     writer_lease_ttl_s: float = 60.0  # a lease object not renewed for this long (a waiter's own clock) belongs to a dead writer
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
+    pii_key: str | None = field(default=None, repr=False)  # the key of silver's pseudonyms of personal data (see `lakehouse.pii`)
     code_version: str | None = None
     fail_at: str | None = None
     spark_event_log_dir: Path | None = None  # Spark event logs (`make bench` sets it), for the history server
@@ -192,6 +193,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         writer_lease_on_store=get("WRITER_LEASE_ON_STORE", "true").lower() in ("1", "true", "yes"),
         writer_lease_ttl_s=float(get("WRITER_LEASE_TTL_S", "60")),
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
+        pii_key=values.get("LAKEHOUSE_PII_KEY") or None,
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
         spark_event_log_dir=Path(values["LAKEHOUSE_SPARK_EVENT_LOG_DIR"]) if values.get("LAKEHOUSE_SPARK_EVENT_LOG_DIR") else None,
@@ -199,11 +201,12 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     )
 
 
-def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> dict[str, str]:
+def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_key: bool | None = None) -> dict[str, str]:
     """The LAKEHOUSE_* variables that rebuild `settings` (for child processes: Airflow, JupyterLab).
 
     The keys of `roles` (all configured roles when None) are included: a child acts on the same
-    lakehouse with only the identities it needs.
+    lakehouse with only the identities it needs. The pseudonymisation key goes to a child that
+    builds silver (`pii_key`; by default only with every role).
     """
     wanted = set(ROLES if roles is None else roles)
     env = {
@@ -228,6 +231,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None) -> di
         env[f"LAKEHOUSE_{role.upper()}_SECRET_KEY"] = creds.secret_key
     optional = (
         ("CODE_VERSION", settings.code_version), ("FAIL_AT", settings.fail_at), ("AIRFLOW_PASSWORD", settings.airflow_password),
+        ("PII_KEY", settings.pii_key if (roles is None if pii_key is None else pii_key) else None),
         ("SPARK_EVENT_LOG_DIR", settings.spark_event_log_dir and str(settings.spark_event_log_dir)),
         ("SPARK_DRIVER_JAVA_OPTIONS", settings.spark_driver_java_options),
     )  # fmt: skip

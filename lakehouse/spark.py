@@ -45,10 +45,16 @@ class JarsMissing(UserError):
 
 
 def bucket_roles(roles: Iterable[str]) -> dict[str, str]:
-    """Map each logical bucket to the first role (in the order given) that can write it, else read it."""
+    """Map each logical bucket that Spark reads or writes to the first role (in the order given) that can write it, else read it.
+
+    The `control` bucket (the writer lease's object, `lakehouse.lease`) is reached by the lease
+    itself, never by Spark: no Spark session gets keys for it.
+    """
     roles = list(roles)
     chosen: dict[str, str] = {}
     for bucket in BUCKETS:
+        if bucket == "control":
+            continue
         for wanted in ((WRITE, ADMIN), (READ,)):
             role = next((r for r in roles if grant(r, bucket) in wanted), None)
             if role is not None:

@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import types as T
 
+from lakehouse.pii import SCHEME
 from lakehouse.settings import Settings
 from lakehouse.storage import s3a_url
+
+#: The table property that says how a table stores its personal columns (`lakehouse.pii`).
+PII_STORED_AS = "lakehouse.pii_stored_as"
 
 _TYPES: Mapping[str, T.DataType] = {
     "STRING": T.StringType(),
@@ -70,6 +74,8 @@ class Table:
     keys: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
     pii: tuple[str, ...] = ()
+    #: The personal columns this table stores as keyed pseudonyms (`lakehouse.pii`), not as delivered.
+    pseudonymised: tuple[str, ...] = ()
     constraints: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
     feed: Feed | None = None
@@ -113,6 +119,8 @@ class Table:
             "lakehouse.pii_columns": ",".join(self.pii),
             "delta.enableInCommitTimestamps": "true",
         }
+        if self.pseudonymised:
+            props[PII_STORED_AS] = SCHEME
         if self.feed is not None:
             props["lakehouse.source_system"] = self.feed.source_system
             props["lakehouse.source_prefix"] = self.feed.prefix
@@ -259,7 +267,7 @@ SILVER_FLIGHTS = Table(
         Col("dep_delay_min", "DOUBLE", True),
         Col("carrier", "STRING", True),
         Col("flight_number", "INT", True),
-        Col("tailnum", "STRING", True, "aircraft registration (PII: can identify a private owner)"),
+        Col("tailnum", "STRING", True, "aircraft registration as a keyed pseudonym (PII: the registration can identify a private owner)"),
         Col("is_cancelled", "BOOLEAN", False),
     )
     + _LINEAGE,
@@ -268,6 +276,7 @@ SILVER_FLIGHTS = Table(
     keys=("flight_id",),
     partition_by=("flight_month",),
     pii=("tailnum",),
+    pseudonymised=("tailnum",),
     constraints={
         "distance_positive": "distance_mi > 0",
         "arr_delay_plausible": "arr_delay_min IS NULL OR arr_delay_min BETWEEN -1440 AND 2880",
@@ -315,7 +324,7 @@ SILVER_CARRIERS = Table(
 SILVER_PLANES = Table(
     name="silver.planes",
     columns=(
-        Col("tailnum", "STRING", False, "aircraft registration (PII: can identify a private owner)"),
+        Col("tailnum", "STRING", False, "aircraft registration as a keyed pseudonym (PII: the registration can identify a private owner)"),
         Col("year_built", "INT", True),
         Col("type", "STRING", True),
         Col("manufacturer", "STRING", True),
@@ -330,6 +339,7 @@ SILVER_PLANES = Table(
     owner="transform",
     keys=("tailnum",),
     pii=("tailnum",),
+    pseudonymised=("tailnum",),
     constraints={"seats_non_negative": "seats IS NULL OR seats >= 0"},
     properties=_SILVER_PROPS,
 )
@@ -369,7 +379,7 @@ QUARANTINE = Table(
         Col("bronze_table", "STRING", False),
         Col("source_object", "STRING", False),
         Col("row_number", "BIGINT", False),
-        Col("raw_row", "STRING", False, "the bronze row as JSON"),
+        Col("raw_row", "STRING", False, "the bronze row as JSON (personal data: a source's personal columns as delivered)"),
         Col("quarantined_at", "TIMESTAMP", False),
         Col("resolved_at", "TIMESTAMP", True, "set when a replay let the row through"),
         Col("resolved_run_id", "STRING", True),
@@ -378,6 +388,7 @@ QUARANTINE = Table(
     owner="transform",
     keys=("quarantine_id",),
     partition_by=("table_name",),
+    pii=("raw_row",),
 )
 
 PROGRESS = Table(

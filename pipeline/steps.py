@@ -34,6 +34,7 @@ from lakehouse.tables import BRONZE_TABLES
 if TYPE_CHECKING:
     from bronze.ingest import FeedReport, IngestReport
     from gold.quarter_build import GoldResult
+    from lakehouse.erasure import Erased
     from lakehouse.maintenance import TableMaintenance
     from pipeline.build import BuildReport
     from silver.conform import TableResult
@@ -279,6 +280,18 @@ def replay(
         ctx = _context(settings, run_id, started_at, replay=True)
         with audit.stamped(spark, run_id, "transform", "quarantine replay"):
             return [run_table(spark, settings, job.SPEC, ctx, rules) for job in SILVER_JOBS if not tables or job.SPEC.table.name in tables]
+
+
+def erase(column: str, value: str, run_id: str, apply: bool = False, settings: Settings | None = None) -> list[Erased]:
+    """Find one personal value (e.g. an aircraft's registration) in every table; with `apply`, erase it and vacuum (`lakehouse.erasure`)."""
+    from lakehouse import erasure
+    from lakehouse.spark import build_session
+
+    settings = settings or load_settings()
+    with writer_lease(settings, f"erase {run_id}"):
+        spark = build_session(settings, ["ingest", "transform"], app_name=f"lakehouse-{run_id}")
+        with audit.stamped(spark, run_id, "ingest+transform", "erase"):
+            return erasure.run(spark, settings, column, value, apply)
 
 
 def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintenance], None] | None = None, run_id: str | None = None) -> list[TableMaintenance]:

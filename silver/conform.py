@@ -27,12 +27,12 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakehouse import delta, faults, inspect, quality
+from lakehouse import delta, faults, inspect, pii, quality
 from lakehouse.quarters import object_month
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.spark import adaptive_for, local_frame
-from lakehouse.tables import PROGRESS, QUARANTINE, REGISTRY, Table
+from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, REGISTRY, Table
 from silver.rules import FATES, assign_fates, mark_superseded
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,10 @@ def prepare(spark: SparkSession, settings: Settings, spec: SilverSpec, inputs: M
     for name, bronze in inputs.items():
         marked = bronze.withColumn("_bronze_table", F.lit(name))
         marked = mark_superseded(marked, latest_deliveries(spark, settings, REGISTRY[name]))
-        frames.append(spec.prepare[name](marked, cfg))
+        prepared = spec.prepare[name](marked, cfg)
+        if spec.table.pseudonymised and REGISTRY[name].pii:  # the source delivers personal data: silver keeps pseudonyms
+            prepared = prepared.withColumns({c: pii.pseudonym(F.col(c), pii.key(settings)) for c in spec.table.pseudonymised})
+        frames.append(prepared)
     union = reduce(lambda a, b: a.unionByName(b), frames)
     prefer = [F.col("_ingested_at").desc(), *spec.prefer()]
     fated = assign_fates(union, spec.table.keys, spec.data_columns, prefer)
@@ -306,9 +309,9 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
         listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
         delete_scope = f"t._source_object IN ({listed})" if objects else None
     if inspect.rows_in(settings, table, prune if table.partition_by else None) == 0:
-        delta.insert(staged, location)
+        delta.insert(staged, location, tag=ctx.run_id)
         return inspect.written_version(settings, table), {"numTargetRowsInserted": staged_rows, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
-    version, metrics = delta.merge_upsert(spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope)
+    version, metrics = delta.merge_upsert(spark, staged, location, table.keys, prune=prune, compare=spec.data_columns, delete_scope=delete_scope, tag=ctx.run_id)
     return version, {k: int(metrics.get(k, 0)) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
 
 
@@ -326,6 +329,28 @@ def bronze_to_silver_checks(spec: SilverSpec, input_rows: int, cfg: Mapping[str,
     if not replay:
         checks.append(quality.Check("share:quarantined", "ExpectColumnValuesToNotBeInSet", {"column": "_fate", "value_set": ["quarantined"], "mostly": 1 - max_share}))
     return checks
+
+
+def pseudonymise_stored(spark: SparkSession, settings: Settings, table: Table) -> bool:
+    """Rewrite, once, a silver table written before it stored its personal columns as keyed pseudonyms (before 2026-12-07).
+
+    Its rows are rewritten in one commit with every value that is not yet a pseudonym replaced by
+    its pseudonym, then the table is marked (`lakehouse.pii_stored_as`); a table so marked, or not
+    created yet, costs one look at its log. Older versions keep the values as they were until
+    maintenance's VACUUM removes their files.
+    """
+    if not table.pseudonymised:
+        return False
+    dt = inspect.open_table(settings, table)
+    if dt is None or dt.metadata().configuration.get(PII_STORED_AS) == pii.SCHEME:
+        return False
+    secret, location = pii.key(settings), table.location(settings)
+    stored = delta.read(spark, location)
+    keep = {c: F.when(F.col(c).startswith(pii.PREFIX), F.col(c)).otherwise(pii.pseudonym(F.col(c), secret)) for c in table.pseudonymised}
+    stored.withColumns(keep).write.format("delta").mode("overwrite").save(location)
+    spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ('{PII_STORED_AS}' = '{pii.SCHEME}')")
+    log.warning("%s: its personal columns (%s) were stored as delivered; rewritten as keyed pseudonyms", table.name, ", ".join(table.pseudonymised))
+    return True
 
 
 def run_table(spark: SparkSession, settings: Settings, spec: SilverSpec, ctx: RunContext, rules: Sequence[str] | None = None) -> TableResult:
@@ -381,14 +406,14 @@ def _conform(
                 result.quarantined_by_rule[r["rule"]] = int(r["count"])
         result.fates = {fate: counts.get(fate, 0) for fate in (*FATES, "merged") if counts.get(fate, 0) or fate in FATES}
         suite = f"bronze_to_silver.{spec.table.short_name}"
-        quality.gate(settings, ctx.run_id, fated, suite, bronze_to_silver_checks(spec, result.input_rows, ctx.config, ctx.replay), ctx.gates)
+        quality.gate(settings, ctx.run_id, fated, suite, bronze_to_silver_checks(spec, result.input_rows, ctx.config, ctx.replay), ctx.gates, spec.table.pii)
         result.gates.append(suite)
 
         # audit the rows to publish in memory (a filter of the cached fated rows), then one MERGE
         staged = fated.where(F.col("_fate") == "staged").select(*spec.table.column_names)
         framed = spec.gate_frame(spark, settings, staged) if spec.gate_frame else staged
         suite = f"silver.{spec.table.short_name}"
-        quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]), ctx.gates)
+        quality.gate(settings, ctx.run_id, framed, suite, spec.checks(ctx.config, result.fates["staged"]), ctx.gates, spec.table.pii)
         result.gates.append(suite)
         result.version, result.merge = _publish(spark, settings, spec, staged, fated, ctx, result.fates["staged"])
         if result.fates["quarantined"] or ctx.replay:

@@ -16,10 +16,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import delivery, delta, inspect, landing, storage
+from lakehouse import delta, inspect, landing, storage
 from lakehouse.lease import writer_lease
 from lakehouse.spark import local_frame
-from lakehouse.tables import BUILDS, INGEST_LOG, PROGRESS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
+from lakehouse.tables import INGEST_LOG, get
 from pipeline import steps
 from tests.helpers import source_rows
 
@@ -133,9 +133,9 @@ def test_killed_twice_and_retried_on_the_same_run_id_every_row_is_ingested_exact
     assert ingest.run(spark, settings, "ingest-later", T0, feeds=["nyc_flights"]).rows == 0
 
 
-def test_a_writer_waits_for_the_writer_lease_and_one_that_will_not_wait_fails_having_written_nothing(empty_lake, spark, cli, lake_env, tmp_path):
+def test_writers_started_at_once_wait_for_the_lease_and_write_one_after_another_and_one_that_will_not_wait_writes_nothing(empty_lake, spark, cli, lake_env, tmp_path, read_landing):
     settings = empty_lake
-    landing.land(settings, ["nyc_airlines"], {"2013-01"})
+    landing.land(settings, ["nyc_airlines", "nyc_airports"])
     location = get("bronze.nyc_airlines").location(settings)
     with writer_lease(settings, "a test holding the lease"):
         busy = cli("ingest", "--feed", "nyc_airlines", env={"LAKEHOUSE_WRITER_WAIT_S": "0"}, check=False)
@@ -144,18 +144,30 @@ def test_a_writer_waits_for_the_writer_lease_and_one_that_will_not_wait_fails_ha
         assert "error: ingest ingest-" in said and "is being written by a test holding the lease (pid " in said, said
         assert not delta.exists(spark, location)
 
-        out = tmp_path / "waiting.log"
-        with open(out, "w") as log:
-            env = {**os.environ, **lake_env, "LAKEHOUSE_WRITER_WAIT_REPORT_S": "0.5"}
-            waiting = subprocess.Popen([str(Path(sys.executable).parent / "lakehouse"), "ingest", "--feed", "nyc_airlines"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        # two ingests of the same new objects and a quarantine replay, started at the same moment
+        env = {**os.environ, **lake_env, "LAKEHOUSE_WRITER_WAIT_REPORT_S": "0.5"}
+        logs = [tmp_path / f"writer-{n}.log" for n in range(3)]
+        writers = []
+        for args, out in zip((["ingest"], ["ingest"], ["quarantine", "replay"]), logs):
+            with open(out, "w") as log:
+                writers.append(subprocess.Popen([str(Path(sys.executable).parent / "lakehouse"), *args], env=env, stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + 60
-        while "waiting for the writer lease, held by a test holding the lease" not in out.read_text():
-            assert waiting.poll() is None and time.monotonic() < deadline, out.read_text()
+        while not all("waiting for the writer lease, held by a test holding the lease" in out.read_text() for out in logs):
+            assert all(w.poll() is None for w in writers) and time.monotonic() < deadline, [out.read_text() for out in logs]
             time.sleep(0.2)
-        assert not delta.exists(spark, location)  # nothing written while it waits
-    assert waiting.wait(timeout=600) == 0, out.read_text()
-    assert "writer lease taken after" in out.read_text()
+        assert not delta.exists(spark, location)  # nothing written while they wait
+    assert [w.wait(timeout=600) for w in writers] == [0, 0, 0], [out.read_text() for out in logs]
+    assert all("writer lease taken after" in out.read_text() for out in logs)
+    # every line once: the ingest that came second found the objects ingested
     assert _per_object(spark, settings, "bronze.nyc_airlines") == {"nyc/airlines/airlines.csv": 16}
+    assert _per_object(spark, settings, "bronze.nyc_airports") == {"nyc/airports/airports.csv": source_rows(read_landing("nyc/airports/airports.csv"))}
+    committed = [r["object_key"] for r in inspect.ingest_log(settings) if r["status"] == "committed"]
+    assert sorted(committed) == ["nyc/airlines/airlines.csv", "nyc/airports/airports.csv"]
+    # the audit trail: one writer after another, never a commit of one run between two of another's
+    for table in (get("bronze.nyc_airlines"), get("bronze.nyc_airports"), INGEST_LOG):
+        runs = [c["run"] for c in reversed(inspect.history(settings, table))]
+        blocks = [run for n, run in enumerate(runs) if n == 0 or runs[n - 1] != run]
+        assert len(blocks) == len(set(blocks)) and all(r and r.startswith("ingest-") for r in runs), (table.name, runs)
 
 
 def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_ingested(empty_lake, spark):
@@ -228,30 +240,3 @@ def test_an_ingest_log_from_before_its_reason_column_gets_the_column_and_reads_i
     version = delta.latest_version(spark, INGEST_LOG.location(settings))
     delta.ensure_table(spark, settings, INGEST_LOG)
     assert delta.latest_version(spark, INGEST_LOG.location(settings)) == version  # nothing to add: no commit
-
-
-def test_two_builds_and_a_replay_started_at_once_write_one_after_another_and_every_row_once(empty_lake, spark, lake_env):
-    settings = empty_lake
-    landing.land(settings, ["nyc_flights", "nyc_weather"], {"2013-01", "2013-02", "2013-03"}, every=12)
-    landing.land(settings, ["nyc_airports", "nyc_airlines", "nyc_planes", "bts_airports"])
-    steps.ingest("ingest-concurrent", T0, settings=settings)
-    commands = (["build", "--all"], ["build", "--all"], ["quarantine", "replay"])
-    env = {**os.environ, **lake_env, "LAKEHOUSE_CODE_VERSION": "test-concurrent"}
-    procs = [subprocess.Popen([str(Path(sys.executable).parent / "lakehouse"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in commands]
-    said = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], said
-    assert sum("waiting for the writer lease, held by" in err for _, err in said) == 2  # each of the others waited for the first
-
-    flights = delta.read(spark, SILVER_FLIGHTS.location(settings))
-    assert flights.count() == flights.select("flight_id").distinct().count() > 0
-    training = delta.read(spark, TRAINING_SET.location(settings))
-    assert training.count() == training.select("flight_id").distinct().count() > 0
-    builds = [b for b in delivery.builds(settings) if b["quarter"] == "2013Q1"]
-    assert [b["status"] for b in builds] == ["SUCCEEDED"]  # the second build found 2013Q1 up to date
-    # the audit trail shows the writers one after another: no table has a commit of one run between two of another's
-    for table in (SILVER_FLIGHTS, TRAINING_SET, QUARANTINE, PROGRESS, BUILDS):
-        if inspect.open_table(settings, table) is None:
-            continue
-        runs = [c["run"] for c in reversed(inspect.history(settings, table, limit=None))]
-        blocks = [run for n, run in enumerate(runs) if n == 0 or runs[n - 1] != run]
-        assert len(blocks) == len(set(blocks)), (table.name, runs)

