@@ -295,8 +295,8 @@ def erase(column: str, value: str, run_id: str, apply: bool = False, settings: S
 
 
 def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintenance], None] | None = None, run_id: str | None = None) -> list[TableMaintenance]:
-    """OPTIMIZE and VACUUM the tables written since their last maintenance, keeping what recorded builds need."""
-    from lakehouse import maintenance
+    """OPTIMIZE and VACUUM the tables written since their last maintenance, keeping what recorded builds need; then the retention of landing objects and quarantined rows."""
+    from lakehouse import maintenance, retention
     from lakehouse.spark import build_session
 
     resolved = settings or load_settings()
@@ -308,6 +308,7 @@ def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintena
         )
         reports = maintenance.run(spark, resolved, _naive_utc(None), on_table=on_table)
         log.info("maintained %d tables, %d bytes saved", len(reports), sum(r.bytes_before - r.bytes_after for r in reports))
+        retention.expire(spark, resolved, _naive_utc(None))
         return reports
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pandas as pd
@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from bronze import ingest
 from gold import quarter_build, training_set
-from lakehouse import delta, faults, inspect, landing, pii, quality, storage
+from lakehouse import delta, faults, inspect, landing, pii, quality, retention, storage
 from lakehouse.runs import RunContext
 from lakehouse.spark import local_frame
 from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, get
@@ -355,6 +355,26 @@ def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(la
     # nothing was marked processed: the next run sees the same batch and is blocked again
     with pytest.raises(quality.GateFailed):
         flights.run(spark, lake, dataclasses.replace(ctx, run_id="build-test-blocked-again"))
+
+
+def test_landing_objects_and_quarantined_rows_past_their_retention_are_deleted_and_the_rest_kept(lake, spark):
+    landing.land(lake, ["nyc_flights"], {"2013-08"}, every=200)  # delivered, not ingested yet
+    s3 = storage.client(lake, "admin")
+    settled = {(r["object_key"], r["etag"]) for r in inspect.ingest_log(lake) if r["status"] in retention.SETTLED}
+    present = {o.key: o.etag for o in storage.list_objects(s3, "landing", "")}
+    going = {k for k, etag in present.items() if (k, etag) in settled}
+    quarantined = delta.read(spark, QUARANTINE.location(lake)).count()
+    assert going and quarantined > 0
+    later = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=2)
+    assert retention.expire(lambda: spark, lake, later) == retention.Expired(0, 0)  # by default everything is kept
+
+    short = dataclasses.replace(lake, landing_retention_days=1.0, quarantine_retention_days=1.0)
+    assert retention.expire(lambda: spark, short, later) == retention.Expired(len(going), quarantined)
+    left = {o.key for o in storage.list_objects(s3, "landing", "")}
+    assert not going & left and not {landing.manifest_key(k) for k in going} & left
+    assert "nyc/flights/2013-08.csv" in left  # an object not ingested yet stays
+    assert delta.read(spark, QUARANTINE.location(lake)).count() == 0
+    assert retention.expire(lambda: spark, short, later) == retention.Expired(0, 0)
 
 
 def _stored_values(settings, table, column: str) -> list:

@@ -42,20 +42,22 @@ def test_a_key_spark_would_misread_or_that_names_no_month_is_rejected(key, feed,
     ("data", "gzipped", "reason"),
     [
         (GOOD, False, None),
-        (gzip.compress(GOOD), True, None),
-        (gzip.compress(GOOD[:40]) + gzip.compress(GOOD[40:]), True, None),  # two members, as `cat a.gz b.gz`
+        # mtime=0: gzip writes the time into its header, and the test ids (made of these bytes)
+        # must be the same in every xdist worker, which collect at different seconds
+        (gzip.compress(GOOD, mtime=0), True, None),
+        (gzip.compress(GOOD[:40], mtime=0) + gzip.compress(GOOD[40:], mtime=0), True, None),  # two members, as `cat a.gz b.gz`
         (GOOD.replace(b"\n", b"\r\n"), False, None),
-        (gzip.compress(GOOD)[:-9], True, "truncated gzip file"),
-        (gzip.compress(GOOD * 50)[:-40], True, "truncated gzip file"),
+        (gzip.compress(GOOD, mtime=0)[:-9], True, "truncated gzip file"),
+        (gzip.compress(GOOD * 50, mtime=0)[:-40], True, "truncated gzip file"),
         (GOOD, True, "not a gzip file"),
-        (gzip.compress(GOOD)[:20] + b"\xff" * 12 + gzip.compress(GOOD)[32:], True, "corrupt gzip data"),
-        (gzip.compress(GOOD) + b"trailing junk", True, "bytes that are not gzip after the end of the gzip stream"),
+        (gzip.compress(GOOD, mtime=0)[:20] + b"\xff" * 12 + gzip.compress(GOOD, mtime=0)[32:], True, "corrupt gzip data"),
+        (gzip.compress(GOOD, mtime=0) + b"trailing junk", True, "bytes that are not gzip after the end of the gzip stream"),
         (b"", False, "empty"),
-        (gzip.compress(b""), True, "empty"),
+        (gzip.compress(b"", mtime=0), True, "empty"),
         (b"\n\n  \n", False, "empty"),
         (b"date,delay,distance,origin,destination", False, "header only"),
         (b"date,delay,distance,origin,destination\n\n", False, "header only"),
-        (gzip.compress(b"date,delay,distance,origin,destination\n"), True, "header only"),
+        (gzip.compress(b"date,delay,distance,origin,destination\n", mtime=0), True, "header only"),
     ],
 )
 def test_a_broken_gzip_or_an_object_without_a_data_line_is_rejected(data, gzipped, reason):
@@ -83,12 +85,14 @@ def test_a_header_other_than_the_feeds_own_line_is_read_by_name():
 
 def test_the_first_line_is_the_header_as_spark_reads_it():
     assert examine(_chunks(b"a,b\r\n1,2\r\n"), False).header == "a,b"
-    assert examine(_chunks(gzip.compress(b"a,b\n1,2\n")), True).header == "a,b"
+    assert examine(_chunks(gzip.compress(b"a,b\n1,2\n", mtime=0)), True).header == "a,b"
     assert examine(_chunks(b"a,b\n"), False) == Content("header only: no data line", "a,b")
     assert examine(_chunks(b"\xef\xbb\xbfa,b\n1,2\n"), False).header == "a,b"  # Spark's line reader skips a byte-order mark
 
 
-@pytest.mark.parametrize(("key", "data"), [("bts/flights/2001-01.csv.gz", gzip.compress(GOOD * 3)), ("nyc/planes/planes.csv", GOOD), ("nyc/planes/planes.csv", GOOD.rstrip(b"\n"))])
+@pytest.mark.parametrize(
+    ("key", "data"), [("bts/flights/2001-01.csv.gz", gzip.compress(GOOD * 3, mtime=0)), ("nyc/planes/planes.csv", GOOD), ("nyc/planes/planes.csv", GOOD.rstrip(b"\n"))]
+)
 def test_an_object_read_whole_matches_the_manifest_its_source_wrote(key, data):
     found = examine(_chunks(data), key.endswith(".gz"), whole=True)
     promised = landing.manifest(key, data)
