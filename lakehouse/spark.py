@@ -200,6 +200,9 @@ def build_session(
         active._jvm.org.apache.hadoop.fs.FileSystem.closeAll()  # type: ignore[union-attr]
     # The launcher reads SPARK_LOCAL_IP before any conf: without it Spark binds a public address.
     os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
+    # reading a pandas UDF's type hints (the pseudonyms, the digest) imports pandas-on-Spark, which
+    # warns on stderr unless this is set; nothing here uses pandas-on-Spark otherwise
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     # PySpark takes the workers' Python from the environment only, when the context starts
     os.environ["PYSPARK_PYTHON"] = settings.spark_python
     if settings.spark_event_log_dir is not None:
