@@ -27,12 +27,13 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from lakehouse.errors import UserError
+from lakehouse.spark import session_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -86,24 +87,9 @@ def decode(user_metadata: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items() if v is not None}
 
 
-def run_of(user_metadata: str | None) -> str | None:
-    """The run that wrote a commit: its stamp's run, else its tag (a commit made before stamps carried a bare run id)."""
-    fields = decode(user_metadata)
+def run_of(fields: Mapping[str, str]) -> str | None:
+    """The run that wrote a commit, from its `decode`d fields: its stamp's run, else its tag (a commit made before stamps carried a bare run id)."""
     return fields.get("run") or fields.get("tag")
-
-
-@contextmanager
-def _user_metadata(spark: SparkSession, value: str) -> Iterator[None]:
-    """The session's commits in the block carry `value` as their userMetadata; the previous value comes back after."""
-    previous = spark.conf.get(USER_METADATA, None)
-    spark.conf.set(USER_METADATA, value)
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(USER_METADATA)
-        else:
-            spark.conf.set(USER_METADATA, previous)
 
 
 @contextmanager
@@ -113,7 +99,7 @@ def stamped(spark: SparkSession, run_id: str, role: str, step: str) -> Iterator[
     with _guard:
         _active.append(stamp)
     try:
-        with _user_metadata(spark, encode(stamp)):
+        with session_conf(spark, USER_METADATA, encode(stamp)):
             yield spark
     finally:
         with _guard:
@@ -122,7 +108,7 @@ def stamped(spark: SparkSession, run_id: str, role: str, step: str) -> Iterator[
 
 def tagged(spark: SparkSession, tag: str) -> AbstractContextManager[None]:
     """The session's commits in the block carry `tag` besides the stamp (for a command without a userMetadata option: MERGE)."""
-    return _user_metadata(spark, encode(active(), tag))
+    return session_conf(spark, USER_METADATA, encode(active(), tag))
 
 
 def check_ours(table: str, version: int, user_metadata: str | None) -> None:
@@ -133,7 +119,7 @@ def check_ours(table: str, version: int, user_metadata: str | None) -> None:
     found = decode(user_metadata)
     if found.get("writer") == mine.writer:
         return
-    by = f"run {found.get('run') or found.get('tag') or '?'} ({found.get('step', '?')}, writer {found.get('writer', '?')})" if found else "an unstamped writer"
+    by = f"run {run_of(found) or '?'} ({found.get('step', '?')}, writer {found.get('writer', '?')})" if found else "an unstamped writer"
     raise ConcurrentWriter(
         f"{table}: commit v{version} is not this run's ({mine.run}): it was written by {by}. Another writer committed "
         "to the table at the same time; this run stopped before recording anything. Run it again once the other writer is done."

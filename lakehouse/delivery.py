@@ -92,18 +92,14 @@ def read_spark(spark, settings: Settings, record: dict[str, Any]):
     from pyspark.sql import functions as F
 
     from lakehouse import delta
+    from lakehouse.spark import session_conf
 
     version = record["tables_written"][TRAINING_SET.name]
     # Delta refuses time travel past the deleted-file retention, as VACUUM may have removed the
     # files; `lakehouse maintain` never removes a recorded build's files, and the digest proves it
-    check = "spark.databricks.delta.vacuum.enforceTimeTravelWithinDeletedFileRetentionDuration"
-    previous = spark.conf.get(check, "true")
-    spark.conf.set(check, "false")
-    try:
+    with session_conf(spark, "spark.databricks.delta.vacuum.enforceTimeTravelWithinDeletedFileRetentionDuration", "false"):
         df = delta.read(spark, TRAINING_SET.location(settings), version).where(F.col("quarter") == record["quarter"])
         _check(digest.spark_digest(df), record)
-    finally:
-        spark.conf.set(check, previous)
     return df
 
 

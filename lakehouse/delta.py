@@ -12,12 +12,12 @@ from contextlib import nullcontext
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameWriter, Row, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import audit, storage
 from lakehouse.settings import Settings
-from lakehouse.spark import local_frame
+from lakehouse.spark import local_frame, session_conf
 from lakehouse.tables import Table
 
 
@@ -25,6 +25,19 @@ def retention_properties(hours: float) -> dict[str, str]:
     """How long Delta keeps old log entries and removed files (time travel reaches back this far)."""
     interval = f"interval {round(hours)} hours"
     return {"delta.logRetentionDuration": interval, "delta.deletedFileRetentionDuration": interval}
+
+
+#: Delta refuses VACUUM below a week unless its retention check is off; a shorter retention asked for is deliberate.
+VACUUM_CHECK_HOURS = 168
+
+
+def vacuum(spark: SparkSession, location: str, retain_hours: float) -> None:
+    """VACUUM the table, keeping the files older versions within `retain_hours` need; logged, so the VACUUM is a commit of its own."""
+    with (
+        session_conf(spark, "spark.databricks.delta.vacuum.logging.enabled", "true"),
+        session_conf(spark, "spark.databricks.delta.retentionDurationCheck.enabled", "false") if retain_hours < VACUUM_CHECK_HOURS else nullcontext(),
+    ):
+        spark.sql(f"VACUUM delta.`{location}` RETAIN {retain_hours:.3f} HOURS")
 
 
 def first(df: DataFrame) -> Row:
@@ -121,10 +134,7 @@ def append(df: DataFrame, location: str, tag: str | None = None) -> int:
 
 def insert(df: DataFrame, location: str, tag: str | None = None) -> None:
     """Append rows in one commit, without looking up the version written (one Spark job fewer); `tag` marks the commit for `versions_tagged`."""
-    writer = df.write.format("delta").mode("append")
-    if tag is not None:
-        writer = writer.option("userMetadata", audit.encode(audit.active(), tag))
-    writer.save(location)
+    _tagged(df.write.format("delta").mode("append"), tag).save(location)
 
 
 def replace_where(df: DataFrame, location: str, predicate: str, tag: str | None = None) -> None:
@@ -133,10 +143,12 @@ def replace_where(df: DataFrame, location: str, predicate: str, tag: str | None 
     The caller that needs the version written reads it from the log (`lakehouse.inspect.written_version`):
     asking Spark for the table's history is one more job per write.
     """
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-    if tag is not None:
-        writer = writer.option("userMetadata", audit.encode(audit.active(), tag))
-    writer.save(location)
+    _tagged(df.write.format("delta").mode("overwrite").option("replaceWhere", predicate), tag).save(location)
+
+
+def _tagged(writer: DataFrameWriter, tag: str | None) -> DataFrameWriter:
+    """The writer, its commit carrying `tag` beside the session's audit stamp when one is given."""
+    return writer if tag is None else writer.option("userMetadata", audit.encode(audit.active(), tag))
 
 
 def merge_upsert(

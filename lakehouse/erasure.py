@@ -93,19 +93,7 @@ def run(spark: SparkSession, settings: Settings, column: str, value: str, apply:
         properties = delta.first(target_table.detail().select("properties"))[0] or {}
         if properties.get("delta.enableDeletionVectors") == "true":  # rows only marked deleted stay in their files until purged
             spark.sql(f"REORG TABLE delta.`{location}` APPLY (PURGE)")
-        _vacuum_everything_old(spark, location)
+        delta.vacuum(spark, location, 0.0)  # no file that only older versions use survives
         result.applied = True
         log.warning("erased %s of %s from %s: %d rows, %s, older versions vacuumed", column, "the value", table.name, rows, action)
     return found
-
-
-def _vacuum_everything_old(spark: SparkSession, location: str) -> None:
-    """VACUUM with a retention of zero: no file that only older versions use survives."""
-    check = "spark.databricks.delta.retentionDurationCheck.enabled"
-    previous = spark.conf.get(check, "true") or "true"
-    try:
-        spark.conf.set(check, "false")
-        spark.conf.set("spark.databricks.delta.vacuum.logging.enabled", "true")
-        spark.sql(f"VACUUM delta.`{location}` RETAIN 0 HOURS")
-    finally:
-        spark.conf.set(check, previous)

@@ -172,7 +172,8 @@ def _commits(table: Table, dt: DeltaTable, limit: int | None, run: str | None) -
     commits = []
     for c in dt.history(None if run else limit):
         stamp = audit.decode(c.get("userMetadata"))
-        if run and audit.run_of(c.get("userMetadata")) != run:
+        written_by = audit.run_of(stamp)
+        if run and written_by != run:
             continue
         metrics = c.get("operationMetrics") or {}
         commits.append(
@@ -181,7 +182,7 @@ def _commits(table: Table, dt: DeltaTable, limit: int | None, run: str | None) -
                 "version": c.get("version"),
                 "timestamp": _iso(c.get("timestamp")),
                 "operation": c.get("operation"),
-                "run": stamp.get("run") or stamp.get("tag"),
+                "run": written_by,
                 "role": stamp.get("role"),
                 "step": stamp.get("step"),
                 "writer": stamp.get("writer"),

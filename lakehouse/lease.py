@@ -39,7 +39,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,26 +121,32 @@ def writer_lease(settings: Settings, step: str, wait_s: float | None = None, rol
 
 
 def _acquire(settings: Settings, fd: int, step: str, wait_s: float) -> None:
-    t0 = time.monotonic()
-    reported = None
-    while True:
+    def take() -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if reported is not None:
-                log.warning("%s: writer lease taken after %.0f s of waiting", step, time.monotonic() - t0)
-            return
+            return True
         except BlockingIOError:
-            pass
+            return False
+
+    _wait_for(step, "writer lease", take, lambda: describe(holder(settings)), wait_s, settings.writer_wait_report_s, 0.5)
+
+
+def _wait_for(step: str, what: str, take: Callable[[], bool], held_by: Callable[[], str], wait_s: float, report_s: float, poll_s: float) -> None:
+    """Call `take` until it succeeds, saying whom it waits for every `report_s`; WriterBusy after `wait_s`."""
+    t0, reported = time.monotonic(), None
+    while not take():
         waited = time.monotonic() - t0
         if waited >= wait_s:
             raise WriterBusy(
-                f"{step}: the lakehouse is being written by {describe(holder(settings))}; waited {waited:.0f} s "
+                f"{step}: the lakehouse is being written by {held_by()}; waited {waited:.0f} s "
                 f"(LAKEHOUSE_WRITER_WAIT_S={wait_s:g}). Nothing was written: run it again once that writer is done."
             )
-        if reported is None or time.monotonic() - reported >= settings.writer_wait_report_s:
+        if reported is None or time.monotonic() - reported >= report_s:
             reported = time.monotonic()
-            log.warning("%s: waiting for the writer lease, held by %s; waited %.0f s of at most %g", step, describe(holder(settings)), waited, wait_s)
-        time.sleep(min(0.5, max(wait_s - waited, 0.01)))
+            log.warning("%s: waiting for the %s, held by %s; waited %.0f s of at most %g", step, what, held_by(), waited, wait_s)
+        time.sleep(min(poll_s, max(wait_s - waited, 0.01)))
+    if reported is not None:
+        log.warning("%s: %s taken after %.0f s of waiting", step, what, time.monotonic() - t0)
 
 
 def _release(path: Path) -> None:
@@ -197,6 +203,7 @@ class StoreLease:
         self._token = secrets.token_hex(6)
         self._since = datetime.now(UTC).isoformat(timespec="seconds")
         self._seen: tuple[str, float] | None = None  # (ETag of another's lease, when this waiter first saw it)
+        self.seen_holder: dict[str, Any] | None = None  # the lease document of the writer this one last found holding it
 
     def _document(self) -> bytes:
         return json.dumps(
@@ -250,10 +257,11 @@ class StoreLease:
         return now - self._seen[1] >= self.ttl
 
     def try_acquire(self) -> bool:
-        """Create the lease object, or take over a dead writer's; False while a live writer holds it."""
+        """Create the lease object, or take over a dead writer's; False while a live writer holds it (then `self.seen_holder` is its document)."""
         if self._put(IfNoneMatch="*"):
             return True
         found = self.current()
+        self.seen_holder = found[1] if found else None
         if found is None:
             return False  # released between the two requests: the next try creates it
         etag, document = found
@@ -265,22 +273,12 @@ class StoreLease:
         return True
 
     def acquire(self, wait_s: float) -> None:
-        t0, reported = time.monotonic(), None
-        while not self.try_acquire():
-            waited = time.monotonic() - t0
-            found = self.current()
-            holder_is = describe(found[1] if found else None)
-            if waited >= wait_s:
-                raise WriterBusy(
-                    f"{self.step}: the lakehouse is being written by {holder_is} (lease object s3://{self.bucket}/{LEASE_KEY}); waited {waited:.0f} s "
-                    f"(LAKEHOUSE_WRITER_WAIT_S={wait_s:g}). Nothing was written: run it again once that writer is done."
-                )
-            if reported is None or time.monotonic() - reported >= self.settings.writer_wait_report_s:
-                reported = time.monotonic()
-                log.warning("%s: waiting for the writer lease on the store, held by %s; waited %.0f s of at most %g", self.step, holder_is, waited, wait_s)
-            time.sleep(min(1.0, self.ttl / 4, max(wait_s - waited, 0.01)))
-        if reported is not None:
-            log.warning("%s: writer lease on the store taken after %.0f s of waiting", self.step, time.monotonic() - t0)
+        """Take the lease object (waiting up to `wait_s`), then keep renewing it until `release`."""
+
+        def held_by() -> str:
+            return f"{describe(self.seen_holder)} (lease object s3://{self.bucket}/{LEASE_KEY})"
+
+        _wait_for(self.step, "writer lease on the store", self.try_acquire, held_by, wait_s, self.settings.writer_wait_report_s, min(1.0, self.ttl / 4))
         self._renewer = threading.Thread(target=self._renew, name="writer-lease-renewal", daemon=True)
         self._renewer.start()
 

@@ -50,8 +50,6 @@ ZORDER = {"silver.flights": ("flight_date", "origin")}
 #: Maintenance rewrites every layer: bronze as its owner (ingest), silver and gold as transform.
 ROLES = ("ingest", "transform")
 
-#: Delta refuses VACUUM below a week unless this check is off; a shorter configured retention is deliberate.
-_SAFETY_HOURS = 168
 _MARGIN_HOURS = 1.0
 _FRESH = timedelta(hours=24)
 
@@ -210,16 +208,7 @@ def maintain_table(spark: Callable[[], SparkSession], settings: Settings, table:
     if statement is not None:
         session.sql(statement)
     if statement is not None or old:
-        check = "spark.databricks.delta.retentionDurationCheck.enabled"
-        previous = session.conf.get(check, "true") or "true"
-        try:
-            if report.retain_hours < _SAFETY_HOURS:
-                session.conf.set(check, "false")
-            # logged VACUUMs are commits: the next run sees that nothing was written since
-            session.conf.set("spark.databricks.delta.vacuum.logging.enabled", "true")
-            session.sql(f"VACUUM delta.`{location}` RETAIN {report.retain_hours:.3f} HOURS")
-        finally:
-            session.conf.set(check, previous)
+        delta.vacuum(session, location, report.retain_hours)  # a logged commit: the next run sees that nothing was written since
     after = stored_files(settings, table)
     report.files_after, report.bytes_after = len(after), sum(f.size for f in after)
     report.seconds = time.monotonic() - t0

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -261,12 +261,19 @@ def adaptive_wanted(settings: Settings, rows: int | None) -> bool:
 
 
 @contextmanager
-def adaptive_for(spark: SparkSession, settings: Settings, rows: int | None) -> Iterator[None]:
-    """Run the block with adaptive execution on or off by its input size (see `adaptive_wanted`), then restore."""
-    key = "spark.sql.adaptive.enabled"
-    before = spark.conf.get(key)
-    spark.conf.set(key, str(adaptive_wanted(settings, rows)).lower())
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Run the block with the session setting `key` at `value`; then its previous value again (or none)."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
     try:
         yield
     finally:
-        spark.conf.set(key, before)  # type: ignore[arg-type]
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+def adaptive_for(spark: SparkSession, settings: Settings, rows: int | None) -> AbstractContextManager[None]:
+    """Run the block with adaptive execution on or off by its input size (see `adaptive_wanted`), then restore."""
+    return session_conf(spark, "spark.sql.adaptive.enabled", str(adaptive_wanted(settings, rows)).lower())

@@ -30,13 +30,14 @@ def history_frame(name: str, limit: int | None = None, settings: Settings | None
             found = [int(metrics[k]) for k in keys if metrics.get(k) not in (None, "")]
             return found[0] if found else None
 
+        stamp = audit.decode(commit.get("userMetadata"))
         rows.append(
             {
                 "version": commit.get("version"),
                 "committed_at": pd.to_datetime(commit.get("timestamp"), unit="ms"),
                 "operation": commit.get("operation"),
-                "run_id": audit.run_of(commit.get("userMetadata")),
-                "role": audit.decode(commit.get("userMetadata")).get("role"),
+                "run_id": audit.run_of(stamp),
+                "role": stamp.get("role"),
                 "rows_written": metric("numOutputRows", "num_added_rows"),
                 "rows_inserted": metric("numTargetRowsInserted"),
                 "rows_updated": metric("numTargetRowsUpdated"),

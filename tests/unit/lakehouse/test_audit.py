@@ -18,8 +18,8 @@ def test_a_stamp_round_trips_and_an_older_bare_run_id_reads_as_its_tag():
     assert audit.decode("ingest-20261125T101500Z-3fa2c1") == {"tag": "ingest-20261125T101500Z-3fa2c1"}
     assert audit.decode("[1, 2]") == {"tag": "[1, 2]"}
     assert audit.decode(None) == {}
-    assert audit.run_of(audit.encode(stamp)) == "build-1"
-    assert audit.run_of("ingest-x") == "ingest-x"
+    assert audit.run_of(audit.decode(audit.encode(stamp))) == "build-1"
+    assert audit.run_of(audit.decode("ingest-x")) == "ingest-x"
 
 
 def test_outside_a_stamp_nothing_is_checked_and_inside_only_the_writers_own_commit_passes(spark):
