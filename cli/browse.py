@@ -91,3 +91,5 @@ def print_mlflow(settings: Settings) -> None:
     from lakehouse.tracking import EXPERIMENT
 
     err.print(f"MLflow UI: {settings.mlflow_uri}/#/experiments (experiment {EXPERIMENT}: one run per build, its Delta inputs under Datasets)")
+    if settings.mlflow_is_local:
+        err.print(f"  log in as reader, jobs or admin: passwords LAKEHOUSE_MLFLOW_<USER>_PASSWORD in {settings.secrets_file}")

@@ -20,12 +20,14 @@ def up(jupyter: Annotated[bool, typer.Option("--jupyter", help="Also start Jupyt
     if settings.s3_is_local:
         if services.generate_secrets(settings.secrets_file):
             err.print(f"generated local credentials in {settings.secrets_file} (mode 600, git-ignored)")
-        settings = load_settings()  # an older secrets file may just have got the pseudonymisation key
+        settings = load_settings()  # an older secrets file may just have got new roles' keys
     t0 = time.monotonic()
     services.up(settings, lambda name, msg: err.print(f"[bold]{name}[/bold]: {msg}"), jupyter=jupyter)
     _print_status(settings)
     if settings.airflow_is_local:
         err.print(f"Airflow UI: {settings.airflow_url} (user admin, password in {services.airflow_password_file(settings)})")
+    if settings.mlflow_is_local:
+        err.print(f"MLflow UI: {settings.mlflow_uri} (users reader, jobs, admin: LAKEHOUSE_MLFLOW_<USER>_PASSWORD in {settings.secrets_file})")
     if jupyter:
         err.print(f"JupyterLab: {services.JUPYTER.url(settings)} (token in {services.jupyter_token_file(settings)})")
     err.print(f"up in {time.monotonic() - t0:.1f} s; data and logs under {settings.home}")

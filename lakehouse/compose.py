@@ -38,27 +38,30 @@ _BUCKET_ACTIONS = {
     "read": ["s3:GetBucketLocation", "s3:ListBucket"],
     # Delta writers list, S3A aborts multipart uploads it does not finish.
     "write": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+    "delete": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
     "admin": ["s3:*"],
 }
+#: `write` implies read and list but not delete: a Delta writer only adds files (the SeaweedFS
+#: identities grant Tagging with Write, and S3A uses multipart uploads for large files). `delete`
+#: adds s3:DeleteObject, for the maintenance role's VACUUM, retention and erasure.
+_WRITE_OBJECT_ACTIONS = [
+    "s3:AbortMultipartUpload",
+    "s3:GetObject",
+    "s3:GetObjectTagging",
+    "s3:ListMultipartUploadParts",
+    "s3:PutObject",
+    "s3:PutObjectTagging",
+]
 _OBJECT_ACTIONS = {
     "read": ["s3:GetObject"],
-    # `write` implies read, list and delete: Delta's VACUUM deletes, the SeaweedFS identities
-    # grant Tagging with Write, and S3A uses multipart uploads for large files.
-    "write": [
-        "s3:AbortMultipartUpload",
-        "s3:DeleteObject",
-        "s3:GetObject",
-        "s3:GetObjectTagging",
-        "s3:ListMultipartUploadParts",
-        "s3:PutObject",
-        "s3:PutObjectTagging",
-    ],
+    "write": _WRITE_OBJECT_ACTIONS,
+    "delete": sorted([*_WRITE_OBJECT_ACTIONS, "s3:DeleteObject"]),
     "admin": ["s3:*"],
 }
 
 
 def minio_policy(grants: Mapping[str, str]) -> dict:
-    """An S3 IAM policy granting exactly `grants` ({bucket: read | write | admin}) and nothing else."""
+    """An S3 IAM policy granting exactly `grants` ({bucket: read | write | delete | admin}) and nothing else."""
     statements = []
     for bucket, level in grants.items():
         label = bucket.capitalize()

@@ -222,14 +222,14 @@ def export(settings: Settings, table: Table, target: Path, version: int | None =
     return rows
 
 
-def quarantine_summary(settings: Settings) -> list[dict[str, Any]]:
+def quarantine_summary(settings: Settings, role: str = "transform") -> list[dict[str, Any]]:
     """Unresolved quarantined rows per table and rule."""
     from lakehouse.tables import QUARANTINE
 
-    dt = open_table(settings, QUARANTINE)
+    dt = open_table(settings, QUARANTINE, role)
     if dt is None:
         return []
-    rows = arrow_dataset(settings, dt).to_table(columns=["table_name", "rule_id", "quarantined_at", "run_id"], filter=ds.field("resolved_at").is_null())
+    rows = arrow_dataset(settings, dt, role).to_table(columns=["table_name", "rule_id", "quarantined_at", "run_id"], filter=ds.field("resolved_at").is_null())
     if rows.num_rows == 0:
         return []
     grouped = rows.group_by(["table_name", "rule_id"]).aggregate([("rule_id", "count"), ("quarantined_at", "min"), ("run_id", "max")])

@@ -47,8 +47,8 @@ from lakehouse.tables import ALL_TABLES, BUILDS, Table
 
 ZORDER = {"silver.flights": ("flight_date", "origin")}
 
-#: Maintenance rewrites every layer: bronze as its owner (ingest), silver and gold as transform.
-ROLES = ("ingest", "transform")
+#: Maintenance rewrites and deletes in every layer: the one role that may delete (`storage.ROLE_GRANTS`).
+ROLES = ("maintain",)
 
 _MARGIN_HOURS = 1.0
 _FRESH = timedelta(hours=24)

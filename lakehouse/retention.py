@@ -55,11 +55,11 @@ def expire_landing(settings: Settings, now: datetime) -> int:
     if settings.landing_retention_days <= 0:
         return 0
     cutoff = now - timedelta(days=settings.landing_retention_days)
-    logged = inspect.ingest_log(settings, "ingest")
+    logged = inspect.ingest_log(settings, "maintain")
     settled = {(r["object_key"], r["etag"]) for r in logged if r["status"] in SETTLED and r["logged_at"] is not None and _utc(r["logged_at"]) < cutoff}
     if not settled:
         return 0
-    s3, bucket = storage.client(settings, "ingest"), settings.bucket("landing")
+    s3, bucket = storage.client(settings, "maintain"), settings.bucket("landing")
     deleted = 0
     for obj in list(storage.list_objects(s3, bucket, "")):
         if (obj.key, obj.etag) in settled:

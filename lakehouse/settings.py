@@ -1,7 +1,8 @@
 """One frozen Settings object, built once from the environment at the edge and passed down.
 
 Precedence, highest first: the process environment, the project's optional `.env`, then the
-credentials that `lakehouse up` generated into `<home>/secrets.env`. No other module reads the
+credentials that `lakehouse up` generated into `<home>/secrets.env` (not read by a process started
+with only its roles' keys: LAKEHOUSE_SECRETS_FILE set and empty). No other module reads the
 environment. A missing secret is an error that names the variable; it never falls back to "".
 """
 
@@ -24,7 +25,11 @@ WRITERS_POOL = "lakehouse_writers"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 #: Identities of the object store. Each job runs with the least privileged one it needs.
-ROLES = ("ingest", "transform", "ml", "mlflow", "admin")
+ROLES = ("ingest", "transform", "maintain", "reader", "ml", "mlflow", "admin")
+
+#: Users of the MLflow tracking server (`lakehouse.mlflow_users`); a process logs in as the first of
+#: `jobs` and `reader` it holds the password of, `admin` only manages the users.
+MLFLOW_USERS = ("admin", "jobs", "reader")
 
 #: Logical bucket names; the physical names can be overridden (LAKEHOUSE_BUCKET_<NAME>).
 BUCKETS = ("landing", "bronze", "silver", "gold", "quality", "mlflow", "control")
@@ -73,7 +78,9 @@ class Settings:
     writer_lease_on_store: bool = True  # also hold the lease object on the store (writers on several hosts; see `lakehouse.lease`)
     writer_lease_ttl_s: float = 60.0  # a lease object not renewed for this long (a waiter's own clock) belongs to a dead writer
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
+    mlflow_passwords: Mapping[str, str] = field(default_factory=dict, repr=False)  # MLflow user -> password (LAKEHOUSE_MLFLOW_<USER>_PASSWORD)
     pii_key: str | None = field(default=None, repr=False)  # the key of silver's pseudonyms of personal data (see `lakehouse.pii`)
+    reads_secrets_file: bool = True  # False in a child given only its roles' keys (LAKEHOUSE_SECRETS_FILE empty; see `to_environment`)
     code_version: str | None = None
     fail_at: str | None = None
     spark_event_log_dir: Path | None = None  # Spark event logs (`make bench` sets it), for the history server
@@ -117,6 +124,19 @@ class Settings:
         """Physical bucket name of a logical bucket ("bronze" -> "bronze")."""
         return self.buckets[logical]
 
+    @property
+    def mlflow_login(self) -> tuple[str, str] | None:
+        """The MLflow user and password this process logs in with: `jobs` where held, else `reader`."""
+        return next(((user, self.mlflow_passwords[user]) for user in ("jobs", "reader") if user in self.mlflow_passwords), None)
+
+    def mlflow_password(self, user: str) -> str:
+        """The password of an MLflow user, or fail naming the variable that is missing."""
+        if user not in self.mlflow_passwords:
+            raise MissingSecret(
+                f"LAKEHOUSE_MLFLOW_{user.upper()}_PASSWORD is not set. Run `lakehouse up` to generate it into {self.secrets_file}, or set it in the environment or .env."
+            )
+        return self.mlflow_passwords[user]
+
     def credentials_for(self, role: str) -> Credentials:
         """Return the key pair of a role, or fail naming the variables that are missing."""
         if role not in ROLES:
@@ -124,6 +144,11 @@ class Settings:
         found = self.credentials.get(role)
         if found is None:
             prefix = f"LAKEHOUSE_{role.upper()}"
+            if not self.reads_secrets_file:
+                raise MissingSecret(
+                    f"this process holds only the keys of {', '.join(sorted(self.credentials)) or 'no role'}, not those of {role} "
+                    f"({prefix}_ACCESS_KEY): it was started with the keys of its roles only (LAKEHOUSE_SECRETS_FILE is empty)"
+                )
             raise MissingSecret(
                 f"{prefix}_ACCESS_KEY and {prefix}_SECRET_KEY are not set. Run `lakehouse up` to "
                 f"generate local credentials into {self.secrets_file}, or set them in the environment or .env."
@@ -197,7 +222,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         writer_lease_on_store=get("WRITER_LEASE_ON_STORE", "true").lower() in ("1", "true", "yes"),
         writer_lease_ttl_s=float(get("WRITER_LEASE_TTL_S", "60")),
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
+        mlflow_passwords={user: values[f"LAKEHOUSE_MLFLOW_{user.upper()}_PASSWORD"] for user in MLFLOW_USERS if values.get(f"LAKEHOUSE_MLFLOW_{user.upper()}_PASSWORD")},
         pii_key=values.get("LAKEHOUSE_PII_KEY") or None,
+        reads_secrets_file=values.get("LAKEHOUSE_SECRETS_FILE", None) != "",
         code_version=values.get("LAKEHOUSE_CODE_VERSION") or None,
         fail_at=values.get("LAKEHOUSE_FAIL_AT") or None,
         spark_event_log_dir=Path(values["LAKEHOUSE_SPARK_EVENT_LOG_DIR"]) if values.get("LAKEHOUSE_SPARK_EVENT_LOG_DIR") else None,
@@ -205,15 +232,19 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     )
 
 
-def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_key: bool | None = None) -> dict[str, str]:
+def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_key: bool | None = None, mlflow_user: str | None = None) -> dict[str, str]:
     """The LAKEHOUSE_* variables that rebuild `settings` (for child processes: Airflow, JupyterLab).
 
     The keys of `roles` (all configured roles when None) are included: a child acts on the same
-    lakehouse with only the identities it needs. The pseudonymisation key goes to a child that
-    builds silver (`pii_key`; by default only with every role).
+    lakehouse with only the identities it needs, and does not read the secrets file
+    (LAKEHOUSE_SECRETS_FILE is empty), so it holds no other key. The pseudonymisation key goes to a
+    child that builds silver (`pii_key`; by default only with every role). The child logs in to
+    MLflow as `mlflow_user` (with every role: as `jobs` or `reader`, whichever the settings hold);
+    MLflow's admin password is never handed down.
     """
     wanted = set(ROLES if roles is None else roles)
     env = {
+        "LAKEHOUSE_SECRETS_FILE": "",
         "LAKEHOUSE_HOME": str(settings.home), "LAKEHOUSE_S3_ENDPOINT": settings.s3_endpoint, "LAKEHOUSE_S3_REGION": settings.s3_region,
         "LAKEHOUSE_SPARK_MASTER": settings.spark_master, "LAKEHOUSE_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "LAKEHOUSE_SPARK_DRIVER_HOST": settings.spark_driver_host, "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
@@ -234,6 +265,9 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_k
             continue
         env[f"LAKEHOUSE_{role.upper()}_ACCESS_KEY"] = creds.access_key
         env[f"LAKEHOUSE_{role.upper()}_SECRET_KEY"] = creds.secret_key
+    for user, password in settings.mlflow_passwords.items():
+        if user == mlflow_user or (roles is None and mlflow_user is None and user != "admin"):
+            env[f"LAKEHOUSE_MLFLOW_{user.upper()}_PASSWORD"] = password
     optional = (
         ("CODE_VERSION", settings.code_version), ("FAIL_AT", settings.fail_at), ("AIRFLOW_PASSWORD", settings.airflow_password),
         ("PII_KEY", settings.pii_key if (roles is None if pii_key is None else pii_key) else None),
@@ -247,10 +281,16 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_k
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the environment, `.env` and the generated secrets file; the only reader of the environment."""
+    """Read the environment, `.env` and the generated secrets file; the only reader of the environment.
+
+    With LAKEHOUSE_SECRETS_FILE set and empty, the file is not read: the process holds only the keys
+    in its environment (the services' children, see `to_environment`).
+    """
     env = dict(os.environ if environ is None else environ)
     dotenv = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
     merged = {**dotenv, **env}
-    home = settings_from_mapping(merged).home
-    generated = {k: v for k, v in dotenv_values(home / "secrets.env").items() if v is not None}
+    found = settings_from_mapping(merged)
+    if not found.reads_secrets_file:
+        return found
+    generated = {k: v for k, v in dotenv_values(found.secrets_file).items() if v is not None}
     return settings_from_mapping({**generated, **merged})

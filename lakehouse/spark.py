@@ -21,7 +21,7 @@ from pyspark.sql.types import StructType
 
 from lakehouse.errors import UserError
 from lakehouse.settings import BUCKETS, Settings
-from lakehouse.storage import ADMIN, READ, WRITE, grant
+from lakehouse.storage import READ, WRITERS, grant
 
 _LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
 
@@ -55,7 +55,7 @@ def bucket_roles(roles: Iterable[str]) -> dict[str, str]:
     for bucket in BUCKETS:
         if bucket == "control":
             continue
-        for wanted in ((WRITE, ADMIN), (READ,)):
+        for wanted in (WRITERS, (READ,)):
             role = next((r for r in roles if grant(r, bucket) in wanted), None)
             if role is not None:
                 chosen[bucket] = role

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -17,18 +18,31 @@ from minio.error import S3Error
 
 from lakehouse.settings import BUCKETS, Settings
 
-READ, WRITE, ADMIN = "read", "write", "admin"
+READ, WRITE, DELETE, ADMIN = "read", "write", "delete", "admin"
 
-#: What each role may do on each logical bucket; nothing else is granted. `write` implies read,
-#: list and delete (Delta writers list and VACUUM deletes). docker-compose's MinIO policies and the
-#: local SeaweedFS identities are both generated from this one table.
+#: What each role may do on each logical bucket; nothing else is granted. `write` is read, list and
+#: put: a Delta writer adds data files and log entries and never removes one (a MERGE or a partition
+#: replace only marks files removed in the log), so the job roles cannot delete a table's files or
+#: its `_delta_log`. `delete` is write plus delete: only `maintain` (VACUUM, retention, erasure) holds
+#: it on the lake's buckets; `control` holds the writer lease's object, which its holder deletes.
+#: `reader` is the notebooks' and analysts' role: it reads the lake and writes nothing.
+#: docker-compose's MinIO policies, the local SeaweedFS identities and their bucket policies are all
+#: generated from this one table.
 ROLE_GRANTS: Mapping[str, Mapping[str, str]] = {
-    "ingest": {"landing": WRITE, "bronze": WRITE, "control": WRITE},
-    "transform": {"bronze": READ, "silver": WRITE, "gold": WRITE, "quality": WRITE, "control": WRITE},
+    "ingest": {"landing": WRITE, "bronze": WRITE, "control": DELETE},
+    "transform": {"bronze": READ, "silver": WRITE, "gold": WRITE, "quality": WRITE, "control": DELETE},
+    "maintain": {"landing": DELETE, "bronze": DELETE, "silver": DELETE, "gold": DELETE, "quality": DELETE, "control": DELETE},
+    "reader": {"bronze": READ, "silver": READ, "gold": READ, "quality": READ},
     "ml": {"gold": READ},
-    "mlflow": {"mlflow": WRITE},
+    "mlflow": {"mlflow": DELETE},
     "admin": {bucket: ADMIN for bucket in BUCKETS},
 }
+
+#: The roles JupyterLab's notebooks hold (`lakehouse.services`, docker-compose): both read-only.
+NOTEBOOK_ROLES = ("reader", "ml")
+
+#: The levels that may put objects (and so own a Delta table's writes).
+WRITERS = (WRITE, DELETE, ADMIN)
 
 
 def grant(role: str, bucket: str) -> str | None:
@@ -37,10 +51,15 @@ def grant(role: str, bucket: str) -> str | None:
 
 
 def seaweed_identities(settings: Settings) -> dict:
-    """The SeaweedFS identities document (-s3.config): one identity per configured role."""
+    """The SeaweedFS identities document (-s3.config): one identity per configured role.
+
+    SeaweedFS's identity actions cannot tell a put from a delete (both are `Write`): the delete
+    that `write` lacks is denied by each bucket's policy (`bucket_policies`).
+    """
     actions_for = {
         READ: ("Read", "List"),
         WRITE: ("Read", "List", "Write", "Tagging"),
+        DELETE: ("Read", "List", "Write", "Tagging"),
     }
     identities = []
     for role, grants in ROLE_GRANTS.items():
@@ -59,6 +78,33 @@ def seaweed_identities(settings: Settings) -> dict:
     return {"identities": identities}
 
 
+#: The principal of a SeaweedFS identity in a bucket policy (its default account).
+SEAWEED_PRINCIPAL = "arn:aws:iam::000000000000:user/{role}"
+
+
+def bucket_policies(settings: Settings) -> dict[str, dict]:
+    """The bucket policies of the local SeaweedFS: each bucket denies delete to the roles that only `write` it."""
+    policies = {}
+    for logical in BUCKETS:
+        writers_only = sorted(role for role, grants in ROLE_GRANTS.items() if grants.get(logical) == WRITE)
+        if not writers_only:
+            continue
+        bucket = settings.bucket(logical)
+        policies[bucket] = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "OnlyMaintenanceDeletes",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": [SEAWEED_PRINCIPAL.format(role=role) for role in writers_only]},
+                    "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                    "Resource": [f"arn:aws:s3:::{bucket}/*"],
+                }
+            ],
+        }
+    return policies
+
+
 def client(settings: Settings, role: str) -> Minio:
     """An S3 client acting as `role`."""
     creds = settings.credentials_for(role)
@@ -73,7 +119,7 @@ def client(settings: Settings, role: str) -> Minio:
 
 
 def ensure_buckets(settings: Settings) -> list[str]:
-    """Create every bucket that is missing (as admin); return the names created."""
+    """Create every bucket that is missing and set the local store's bucket policies (as admin); return the names created."""
     admin = client(settings, "admin")
     created = []
     for logical in BUCKETS:
@@ -81,7 +127,16 @@ def ensure_buckets(settings: Settings) -> list[str]:
         if not admin.bucket_exists(name):
             admin.make_bucket(name)
             created.append(name)
+    for logical in BUCKETS:
+        _set_bucket_policy(settings, admin, logical)
     return created
+
+
+def _set_bucket_policy(settings: Settings, admin: Minio, logical: str) -> None:
+    """Set a bucket's policy on our own SeaweedFS (MinIO's role policies grant no delete themselves: docker/minio)."""
+    policy = bucket_policies(settings).get(settings.bucket(logical))
+    if settings.s3_is_local and policy is not None:
+        admin.set_bucket_policy(settings.bucket(logical), json.dumps(policy))
 
 
 @dataclass(frozen=True)
@@ -142,6 +197,7 @@ def empty_bucket(settings: Settings, logical_bucket: str) -> None:
     admin = client(settings, "admin")
     admin.remove_bucket(settings.bucket(logical_bucket))
     admin.make_bucket(settings.bucket(logical_bucket))
+    _set_bucket_policy(settings, admin, logical_bucket)
 
 
 def s3a_url(settings: Settings, logical_bucket: str, path: str) -> str:

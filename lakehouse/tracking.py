@@ -17,10 +17,11 @@ from typing import Any
 
 from minio.error import S3Error
 
-from lakehouse import storage
+from lakehouse import mlflow_users, storage
+from lakehouse.mlflow_users import login
 from lakehouse.settings import Settings
 
-EXPERIMENT = "quarterly-training-sets"
+EXPERIMENT = mlflow_users.EXPERIMENT
 
 # MLflow looks up a telemetry endpoint at the first run; nothing leaves this machine.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -93,6 +94,7 @@ def log_build(
     wrote; `record` is the build's manifest row (its status decides the run's status; the run id is
     set on it).
     """
+    login(settings)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=record["build_id"]) as run:
@@ -118,3 +120,9 @@ def log_build(
 def flatten_params(prefix: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """Nested configuration as flat MLflow params (`gates.silver.max_orphan_share_origin`)."""
     return _flat(prefix, config, {})
+
+
+def client(settings: Settings) -> mlflow.MlflowClient:
+    """An MLflow client of the tracking server, logged in as this process's MLflow user."""
+    login(settings)
+    return mlflow.MlflowClient(tracking_uri=settings.mlflow_uri)

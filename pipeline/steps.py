@@ -288,9 +288,9 @@ def erase(column: str, value: str, run_id: str, apply: bool = False, settings: S
     from lakehouse.spark import build_session
 
     settings = settings or load_settings()
-    with writer_lease(settings, f"erase {run_id}"):
-        spark = build_session(settings, ["ingest", "transform"], app_name=f"lakehouse-{run_id}")
-        with audit.stamped(spark, run_id, "ingest+transform", "erase"):
+    with writer_lease(settings, f"erase {run_id}", role="maintain"):
+        spark = build_session(settings, ["maintain"], app_name=f"lakehouse-{run_id}")
+        with audit.stamped(spark, run_id, "maintain", "erase"):
             return erasure.run(spark, settings, column, value, apply)
 
 
@@ -301,7 +301,7 @@ def maintain(settings: Settings | None = None, on_table: Callable[[TableMaintena
 
     resolved = settings or load_settings()
     run_id = run_id or new_run_id("maintain", datetime.now(UTC))
-    with writer_lease(resolved, f"maintain {run_id}"), contextlib.ExitStack() as stamps:
+    with writer_lease(resolved, f"maintain {run_id}", role="maintain"), contextlib.ExitStack() as stamps:
         # started for the first table that needs it: not at all when nothing was written since the last run
         spark = functools.cache(
             lambda: stamps.enter_context(audit.stamped(build_session(resolved, maintenance.ROLES, app_name=f"lakehouse-{run_id}"), run_id, "+".join(maintenance.ROLES), "maintain"))

@@ -40,10 +40,16 @@ def settings(lake_env: dict[str, str]) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings):
-    """The one SparkSession of the run: local[2], UI off, Delta, S3A to the test stack."""
+    """The one SparkSession of the run: local[2], UI off, Delta, S3A to the test stack.
+
+    It holds the roles of every step that the tests run in this process (so each step joins it
+    instead of restarting it) and reaches every bucket as `maintain`, the role that may also delete
+    (VACUUM, erasure). That the job roles suffice for their steps is shown where the steps run in
+    processes of their own: the CLI and Airflow tests.
+    """
     from lakehouse.spark import build_session
 
-    session = build_session(settings, ["ingest", "transform"], app_name="lakehouse-tests")
+    session = build_session(settings, ["maintain", "ingest", "transform"], app_name="lakehouse-tests")
     yield session
     session.stop()
 

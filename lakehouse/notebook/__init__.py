@@ -1,12 +1,12 @@
 """Read-only views of the lake for the notebooks (`from lakehouse import notebook as nb`).
 
-Everything here reads through delta-rs, pyarrow and pandas (no JVM), each table as the least
-privileged role that can read it (`ml` for gold, `transform` for bronze and silver, see
-`storage.ROLE_GRANTS`), and MLflow through its client. Nothing here writes. Settings come from the
+Everything here reads through delta-rs, pyarrow and pandas (no JVM), as the read-only role
+`reader` (JupyterLab holds its keys and those of `ml`, nothing else: `storage.NOTEBOOK_ROLES`), and
+MLflow through its client. Nothing here writes. Settings come from the
 environment (LAKEHOUSE_*), so the same notebooks run against the test stack, the native stack
 and docker-compose. One module per view:
 
-- `tables`: opening tables with the least privileged role; tables, layers and quarantine as frames;
+- `tables`: opening tables as the notebooks' read-only role; tables, layers and quarantine as frames;
 - `versions`: time travel, a table's history and the rows changed between two versions;
 - `builds`: the recorded builds and their MLflow runs, lineage;
 - `plots`: label balance and feature distributions of a training set.

@@ -67,10 +67,7 @@ def experiment() -> str:
 
 
 def _mlflow_client(s: Settings) -> MlflowClient:
-    _tracking()
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=s.mlflow_uri)
+    return _tracking().client(s)
 
 
 def _build_runs(s: Settings) -> list[Run]:

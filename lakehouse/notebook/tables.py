@@ -1,4 +1,4 @@
-"""Opening the lake's tables with the least privileged role, and the tables, layers and quarantine as frames."""
+"""Opening the lake's tables as the notebooks' read-only role, and the tables, layers and quarantine as frames."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from lakehouse import inspect
 from lakehouse.settings import Settings, load_settings
-from lakehouse.storage import READ, ROLE_GRANTS, WRITE
+from lakehouse.storage import NOTEBOOK_ROLES, READ, ROLE_GRANTS
 from lakehouse.tables import ALL_TABLES, PROGRESS, QUARANTINE, Table, get
 
 if TYPE_CHECKING:
@@ -33,11 +33,11 @@ def _settings(given: Settings | None) -> Settings:
 
 
 def reader_role(table: Table) -> str:
-    """The least privileged role that can read the table (a read grant before a write grant)."""
-    roles = [r for r, grants in ROLE_GRANTS.items() if r != "admin" and grants.get(table.layer) in (READ, WRITE)]
+    """The notebooks' role that reads the table: `reader` (read-only, every layer), `ml` for gold where it is the only one."""
+    roles = [r for r in NOTEBOOK_ROLES if ROLE_GRANTS[r].get(table.layer) == READ]
     if not roles:
-        raise LookupError(f"no role may read the {table.layer} bucket")
-    return min(roles, key=lambda r: ROLE_GRANTS[r][table.layer] != READ)
+        raise LookupError(f"no role of the notebooks ({', '.join(NOTEBOOK_ROLES)}) may read the {table.layer} bucket")
+    return roles[0]
 
 
 def open_table(name: str, version: int | None = None, settings: Settings | None = None) -> DeltaTable:
@@ -50,7 +50,7 @@ def open_table(name: str, version: int | None = None, settings: Settings | None 
 
 
 def open_dataset(name: str, version: int | None = None, settings: Settings | None = None) -> ds.Dataset:
-    """A registered table (as of `version`) as a pyarrow dataset, read with the least privileged role."""
+    """A registered table (as of `version`) as a pyarrow dataset, read as the notebooks' read-only role."""
     s = _settings(settings)
     return inspect.arrow_dataset(s, open_table(name, version, s), reader_role(get(name)))
 
@@ -114,7 +114,7 @@ def layer_counts(settings: Settings | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)  # no silver run yet
     progress = pd.DataFrame([{"consumer": c, "source_table": t, "last_version": v} for (c, t), v in done.items()])
     per_table: dict[str, int] = {}
-    for q in inspect.quarantine_summary(s):
+    for q in inspect.quarantine_summary(s, reader_role(QUARANTINE)):
         per_table[q["table"]] = per_table.get(q["table"], 0) + q["rows"]
     rows = []
     for consumer, reads in progress.groupby("consumer", sort=True):
@@ -144,7 +144,7 @@ def _unresolved_quarantine(s: Settings) -> pd.DataFrame:
 
 def quarantine_frame(settings: Settings | None = None) -> pd.DataFrame:
     """Unresolved quarantined rows per silver table and rule (the first rule each row failed)."""
-    found = inspect.quarantine_summary(_settings(settings))
+    found = inspect.quarantine_summary(_settings(settings), reader_role(QUARANTINE))
     return pd.DataFrame(found, columns=["table", "rule", "rows", "first_quarantined_at", "last_run_id"])
 
 

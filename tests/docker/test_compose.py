@@ -26,8 +26,9 @@ import pytest
 import yaml
 
 from lakehouse import compose as compose_assets
-from lakehouse.settings import BUCKETS, PROJECT_ROOT, ROLES, settings_from_mapping
-from lakehouse.storage import ROLE_GRANTS
+from lakehouse import services as services_
+from lakehouse.settings import BUCKETS, MLFLOW_USERS, PROJECT_ROOT, ROLES, settings_from_mapping
+from lakehouse.storage import NOTEBOOK_ROLES, ROLE_GRANTS
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
@@ -42,9 +43,9 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 #: The UIs, the only published services, with their port on the host.
 UIS = {"airflow-apiserver": 8080, "jupyter": 8888, "minio": 9001, "mlflow": 5000, "spark-master": 8081}
 #: One-shot jobs; every other service runs until stopped.
-ONE_SHOT = {"airflow-init", "minio-init"}
+ONE_SHOT = {"airflow-init", "minio-init", "mlflow-init"}
 #: Host folders mounted into containers, and whether read-only.
-BIND_MOUNTS = {"./docker/minio": True, "./docker/postgres/init-databases.sh": True, "./notebooks": False}
+BIND_MOUNTS = {"./docker/minio": True, "./docker/mlflow": True, "./docker/postgres/init-databases.sh": True, "./notebooks": False}
 #: Base images pinned by tag only, each with the reason (see the comment in its Dockerfile).
 TAG_ONLY = {
     "apache/spark:4.1.3-scala2.13-java17-ubuntu": "no digest of this tag could be verified without a Docker engine",
@@ -182,8 +183,10 @@ def test_each_policy_grants_exactly_the_roles_access() -> None:
                 continue
             assert "s3:ListBucket" in bucket_actions and "s3:GetObject" in object_actions, (role, bucket)
             writes = {"s3:PutObject", "s3:DeleteObject"}
-            if level == "write":
+            if level == "delete":
                 assert writes <= object_actions, (role, bucket)
+            elif level == "write":
+                assert "s3:PutObject" in object_actions and "s3:DeleteObject" not in object_actions, (role, bucket)
             else:
                 assert not writes & object_actions and object_actions == {"s3:GetObject"}, (role, bucket)
         if "*" in actions:
@@ -252,6 +255,7 @@ def _settings_names() -> set[str]:
     names = {f"LAKEHOUSE_{n}" for n in re.findall(r'\bget\("([A-Z0-9_]+)"', source)}
     names |= set(re.findall(r'"(LAKEHOUSE_[A-Z0-9_]+)"', source))
     names |= {f"LAKEHOUSE_{r.upper()}_{k}" for r in ROLES for k in ("ACCESS_KEY", "SECRET_KEY")}
+    names |= {f"LAKEHOUSE_MLFLOW_{u.upper()}_PASSWORD" for u in MLFLOW_USERS}
     return names | {f"LAKEHOUSE_BUCKET_{b.upper()}" for b in BUCKETS}
 
 
@@ -267,12 +271,17 @@ def test_the_library_runs_unchanged_against_the_services(services: dict) -> None
         # the policies name the default buckets
         assert not [k for k in lakehouse if k.startswith("LAKEHOUSE_BUCKET_")], name
         s = settings_from_mapping(lakehouse)
+        # the roles of the service only: never the admin's or the MLflow server's keys; Jupyter's read-only
+        expected = {"airflow-scheduler": (services_.JOB_ROLES, "jobs"), "jupyter": (NOTEBOOK_ROLES, "reader"), "mlflow-init": ((), "jobs")}[name]
+        assert (set(s.credentials), s.mlflow_login and s.mlflow_login[0]) == (set(expected[0]), expected[1]), name
+        assert ("admin" in s.mlflow_passwords) == (name == "mlflow-init"), name  # the MLflow admin's password only where users are made
+        if name == "mlflow-init":  # talks to MLflow only
+            assert not s.mlflow_is_local and urlparse(s.mlflow_uri).hostname in services
+            continue
         # external services: the library starts nothing of its own
         assert not s.s3_is_local and not s.mlflow_is_local and not s.airflow_is_local, name
         for url in (s.s3_endpoint, s.mlflow_uri, s.airflow_url, s.spark_master):
             assert urlparse(url).hostname in services, f"{name}: {url} is not a service of the stack"
-        # job roles only, never the admin's or the MLflow server's keys
-        assert set(s.credentials) == {"ingest", "transform", "ml"}, name
         for role, creds in s.credentials.items():
             assert creds.access_key == f"dummy-s3_{role}_access_key", name
         # executors connect back to the driver by a name that resolves on the backend network
@@ -281,7 +290,7 @@ def test_the_library_runs_unchanged_against_the_services(services: dict) -> None
         if list(networks) == ["backend"]:
             backend_names.add(name)
         assert s.spark_driver_host in backend_names, f"{name}: driver host {s.spark_driver_host!r}"
-    assert runners == 2  # airflow-scheduler and jupyter
+    assert runners == 3  # airflow-scheduler, jupyter and mlflow-init
 
 
 # ---------------------------------------------------------------- images
@@ -471,7 +480,7 @@ def test_data_lives_in_named_volumes(compose: dict, services: dict) -> None:
             else:
                 assert source in named, f"{name}: {source} is not a named volume"
                 used.add(source)
-    assert used == named == {"airflow-logs", "minio-data", "postgres-data"}
+    assert used == named == {"airflow-logs", "minio-data", "mlflow-auth", "postgres-data"}
 
 
 def test_airflow_init_creates_the_writers_pool_the_dags_use(services: dict) -> None:

@@ -62,7 +62,7 @@ def lake(module_lake, spark, quality_config):
 
 
 def _client(settings) -> MlflowClient:
-    return MlflowClient(tracking_uri=settings.mlflow_uri)
+    return tracking.client(settings)
 
 
 def test_a_build_is_an_mlflow_run_with_its_delta_lineage(lake):

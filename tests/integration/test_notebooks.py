@@ -17,12 +17,11 @@ from datetime import date, datetime
 import nbformat
 import pytest
 from bs4 import BeautifulSoup
-from mlflow import MlflowClient
 from nbclient import NotebookClient
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import delta, landing, storage
+from lakehouse import delta, landing, storage, tracking
 from lakehouse.runs import RunContext
 from lakehouse.settings import BUCKETS, PROJECT_ROOT
 from lakehouse.tables import ALL_TABLES, BUILDS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
@@ -324,7 +323,7 @@ def test_lineage_lists_each_run_with_its_delta_versions_beside_the_manifest(exec
     assert all(r["status"] == "FINISHED" for r in _table(nb, "runs") if r["run_id"] in (first.mlflow_run_id, second.mlflow_run_id))
 
     inputs = _table(nb, "lineage")
-    client = MlflowClient(tracking_uri=lake.mlflow_uri)
+    client = tracking.client(lake)
     for build in (first, second):
         mine = {r["dataset"]: r for r in inputs if r["run_id"] == build.mlflow_run_id}
         expected = {TRAINING_SET.name: ("training", build.versions[TRAINING_SET.name])}

@@ -12,11 +12,12 @@ from datetime import datetime
 
 import psutil
 import pytest
+import requests
 from airflow_client.client import DAGPatchBody
-from mlflow import MlflowClient
 
-from lakehouse import delivery, delta, inspect, landing, orchestrate, services
+from lakehouse import delivery, delta, inspect, landing, orchestrate, services, tracking
 from lakehouse.runs import RunContext
+from lakehouse.settings import load_settings
 from lakehouse.tables import BUILDS, INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
 from pipeline import steps
@@ -84,7 +85,7 @@ def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake,
     unstamped = [c for c in commits if not (c["run"] and c["role"] and c["step"] and c["writer"])]
     assert not unstamped, unstamped[:5]
     made_by = {(c["role"], c["step"]) for c in commits}
-    assert {("ingest", "ingest"), ("transform", "build")} <= made_by <= {("ingest", "ingest"), ("transform", "build"), ("ingest+transform", "maintain")}
+    assert {("ingest", "ingest"), ("transform", "build")} <= made_by <= {("ingest", "ingest"), ("transform", "build"), ("maintain", "maintain")}
     mine = json.loads(cli("history", "--json", "--run", build["run_id"]).stdout)
     assert mine and {c["run"] for c in mine} == {build["run_id"]} and {c["step"] for c in mine} == {"build"}
     assert {TRAINING_SET.name, BUILDS.name} <= {c["table"] for c in mine}
@@ -123,7 +124,7 @@ def test_a_build_that_keeps_failing_is_recorded_as_failed_by_the_callback(lake, 
     failed = [b for b in delivery.builds(lake) if b["status"] == "FAILED"]
     assert len(failed) == 1 and failed[0]["quarter"] == "2013Q2", output[-8000:]
     assert "step build" in failed[0]["error"] and "injected fault at silver.start" in failed[0]["error"]
-    run = MlflowClient(tracking_uri=lake.mlflow_uri).get_run(failed[0]["mlflow_run_id"])
+    run = tracking.client(lake).get_run(failed[0]["mlflow_run_id"])
     assert run.info.status == "FAILED" and "silver.start" in run.data.tags["error"]
     [record] = inspect.history(lake, BUILDS, limit=1)  # the callback's commit of the FAILED row
     assert (record["run"], record["role"], record["step"]) == (failed[0]["run_id"], "transform", "record the failure of build")
@@ -138,6 +139,16 @@ def test_status_json_reports_every_service_healthy(cli, airflow):
     assert set(status["services"]) >= {*services.CORE, *services.AIRFLOW}
     assert all(s["healthy"] for s in status["services"].values())
     assert status["services"]["s3"]["url"].startswith("http://127.0.0.1:")
+
+
+def test_airflow_answers_no_request_without_a_login_and_holds_only_the_job_roles_keys(airflow):
+    assert requests.get(f"{airflow.airflow_url}/api/v2/dags", timeout=10).status_code == 401
+    wrong = requests.post(f"{airflow.airflow_url}/auth/token", json={"username": "admin", "password": "not-the-password"}, timeout=10)
+    assert wrong.status_code == 401
+    # the scheduler (whose forks run the tasks) holds the job roles' keys and MLflow's `jobs` login, no file to read others from
+    held = load_settings(psutil.Process(services.running_pid(airflow, "airflow-scheduler")).environ())
+    assert not held.reads_secrets_file and set(held.credentials) == set(services.JOB_ROLES)
+    assert held.mlflow_login is not None and held.mlflow_login[0] == "jobs" and "admin" not in held.mlflow_passwords
 
 
 def test_every_listening_socket_of_the_stack_is_on_loopback(airflow):

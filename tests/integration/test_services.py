@@ -9,8 +9,10 @@ import io
 import json
 import re
 import socket
+import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -19,35 +21,50 @@ from botocore.exceptions import ClientError
 from minio import Minio
 from minio.error import S3Error
 
-from lakehouse import lease, services, storage
+from lakehouse import lease, mlflow_users, services, storage
+from lakehouse.settings import BUCKETS, load_settings
 from lakehouse.spark import class_archive
+from lakehouse.storage import ROLE_GRANTS
 
 pytestmark = pytest.mark.integration
 
 
-def _put(client: Minio, bucket: str) -> None:
-    client.put_object(bucket, "probe.txt", io.BytesIO(b"x"), 1)
+def _may(action) -> bool:
+    try:
+        action()
+        return True
+    except S3Error as refused:
+        assert refused.code == "AccessDenied", refused
+        return False
 
 
-def test_the_ml_identity_reads_gold_and_writes_nothing(stack):
-    admin, ml = storage.client(stack, "admin"), storage.client(stack, "ml")
-    _put(admin, "gold")
-    assert ml.get_object("gold", "probe.txt").read() == b"x"
-    for bucket in ("gold", "bronze", "silver", "landing"):
-        with pytest.raises(S3Error) as denied:
-            _put(ml, bucket)
-        assert denied.value.code == "AccessDenied"
-    with pytest.raises(S3Error):
-        ml.get_object("bronze", "anything")
+def _read_put_delete(s3: Minio, bucket: str, existing: str, new: str) -> tuple[bool, bool, bool]:
+    return (
+        _may(lambda: s3.get_object(bucket, existing).read()),
+        _may(lambda: s3.put_object(bucket, new, io.BytesIO(b"{}"), 2)),
+        _may(lambda: s3.remove_object(bucket, existing)),
+    )
 
 
-def test_ingest_cannot_touch_silver_and_transform_cannot_write_bronze(stack):
-    with pytest.raises(S3Error):
-        _put(storage.client(stack, "ingest"), "silver")
-    with pytest.raises(S3Error):
-        _put(storage.client(stack, "transform"), "bronze")
-    _put(storage.client(stack, "ingest"), "bronze")
-    _put(storage.client(stack, "transform"), "silver")
+def test_each_role_reads_writes_and_deletes_exactly_what_role_grants_allow(stack):
+    """Every role against every bucket: read, put and delete of a Delta log entry, as granted, no more."""
+    admin = storage.client(stack, "admin")
+    log_entry = "probe/_delta_log/00000000000000000000.json"
+    found = {}
+    for bucket in BUCKETS:
+        admin.put_object(bucket, log_entry, io.BytesIO(b"{}"), 2)
+        for role in ROLE_GRANTS:
+            found[role, bucket] = _read_put_delete(storage.client(stack, role), bucket, log_entry, f"probe/{role}.json")
+            admin.put_object(bucket, log_entry, io.BytesIO(b"{}"), 2)  # back, if it went
+    levels = {None: (False, False, False), "read": (True, False, False), "write": (True, True, False), "delete": (True, True, True), "admin": (True, True, True)}
+    assert found == {(role, bucket): levels[storage.grant(role, bucket)] for role in ROLE_GRANTS for bucket in BUCKETS}
+    # the denials the access matrix exists for, spelled out
+    assert found["ml", "silver"] == found["ingest", "gold"] == (False, False, False)  # ml cannot read silver, ingest cannot read gold
+    assert not any(found["reader", b][1] or found["reader", b][2] for b in BUCKETS)  # the notebooks' role writes nothing
+    assert found["reader", "silver"][0] and found["reader", "gold"][0]
+    for role in ("ingest", "transform"):  # the job roles write their layers but cannot delete a Delta log
+        assert not any(found[role, b][2] for b in ("landing", "bronze", "silver", "gold", "quality"))
+    assert all(found["maintain", b] == (True, True, True) for b in ("landing", "bronze", "silver", "gold", "quality"))
 
 
 def test_unknown_keys_and_anonymous_requests_are_refused(stack):
@@ -60,6 +77,53 @@ def test_unknown_keys_and_anonymous_requests_are_refused(stack):
     assert requests.get(stack.s3_endpoint, timeout=5).status_code == 403
 
 
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS frame
+
+
+def _grpc_answer(port: int, tls: Path, client_cert: bool | None) -> bytes:
+    """The first bytes a gRPC port sends back to an HTTP/2 preface: in the clear (None), over TLS with or without our client certificate."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock: socket.socket = raw
+    if client_cert is not None:
+        context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        context.set_alpn_protocols(["h2"])
+        if client_cert:
+            context.load_cert_chain(tls / "weed.crt", tls / "weed.key")
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    with sock:
+        sock.sendall(_H2_PREFACE)
+        return sock.recv(64)
+
+
+def test_the_s3_servers_grpc_ports_answer_only_a_client_with_its_certificate(stack):
+    tls = stack.data_dir / "weed-conf" / "tls"
+    assert not (tls / "ca.key").exists() and oct((tls / "weed.key").stat().st_mode & 0o777) == "0o600"
+    for port in range(stack.weed_port_base + 10, stack.weed_port_base + 15):  # master, volume, filer, admin, s3
+        assert _grpc_answer(port, tls, True)[3] == 0x04, port  # mutual TLS: the server's SETTINGS frame
+        assert _grpc_answer(port, tls, None) == b"", port  # in the clear: closed unanswered
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+            _grpc_answer(port, tls, False)
+
+
+def test_mlflow_answers_no_request_without_a_login_and_jobs_logs_builds_it_cannot_delete(stack):
+    uri = stack.mlflow_uri
+    search = f"{uri}/api/2.0/mlflow/experiments/search"
+    assert requests.get(f"{uri}/health", timeout=10).status_code == 200  # the health check needs no login
+    assert requests.post(search, json={"max_results": 10}, timeout=10).status_code == 401
+    assert requests.post(search, json={"max_results": 10}, auth=("jobs", "not-the-password"), timeout=10).status_code == 401
+    jobs, reader = ("jobs", stack.mlflow_password("jobs")), ("reader", stack.mlflow_password("reader"))
+    found = requests.get(f"{uri}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": mlflow_users.EXPERIMENT}, auth=reader, timeout=10)
+    experiment = found.json()["experiment"]["experiment_id"]  # created by `up`, readable by the notebooks' user
+    run = {"experiment_id": experiment, "run_name": "probe"}
+    assert requests.post(f"{uri}/api/2.0/mlflow/runs/create", json=run, auth=reader, timeout=10).status_code == 403
+    made = requests.post(f"{uri}/api/2.0/mlflow/runs/create", json=run, auth=jobs, timeout=10)
+    assert made.status_code == 200, made.text
+    run_id = made.json()["run"]["info"]["run_id"]
+    assert requests.post(f"{uri}/api/2.0/mlflow/runs/delete", json={"run_id": run_id}, auth=jobs, timeout=10).status_code == 403
+    admin = ("admin", stack.mlflow_password("admin"))
+    assert requests.post(f"{uri}/api/2.0/mlflow/runs/delete", json={"run_id": run_id}, auth=admin, timeout=10).status_code == 200
+
+
 def test_jupyterlab_starts_on_request_on_loopback_behind_its_token(stack):
     try:
         services.up(stack, jupyter=True, names=("jupyter",))
@@ -69,6 +133,9 @@ def test_jupyterlab_starts_on_request_on_loopback_behind_its_token(stack):
         listed = requests.get(f"{url}/api/contents", headers={"Authorization": f"token {token}"}, timeout=10).json()
         assert {"01_bronze_and_silver.ipynb", "04_lineage.ipynb"} <= {item["name"] for item in listed["content"]}
         proc = psutil.Process(services.running_pid(stack, "jupyter"))
+        # the notebooks' read-only keys only, and no secrets file to read the others from
+        held = load_settings(proc.environ())
+        assert not held.reads_secrets_file and set(held.credentials) == set(storage.NOTEBOOK_ROLES) and held.pii_key is None
         assert {c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN} == {"127.0.0.1"}
         assert oct(services.jupyter_token_file(stack).stat().st_mode & 0o777) == "0o600"
     finally:

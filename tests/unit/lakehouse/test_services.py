@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 import time
@@ -55,3 +56,25 @@ def test_a_second_stack_takes_one_block_of_free_ports_the_kernel_never_hands_out
     for port in ports:  # free now: each binds
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_up_restarts_a_running_service_whose_keys_changed_and_leaves_the_others(tmp_path, monkeypatch):
+    base = services.free_port_block(2)
+    keys = {"held": "first"}
+    changing = dataclasses.replace(_http_server("changing", base, 0.0, tmp_path), config=lambda s: dict(keys))
+    steady = _http_server("steady", base + 1, 0.0, tmp_path)
+    monkeypatch.setattr(services, "SERVICES", (changing, steady))
+    settings = settings_from_mapping(services.second_stack_environment(tmp_path / "home", PROJECT_ROOT / ".lakehouse" / "sources"))
+    try:
+        services.up(settings)
+        pids = {name: services.running_pid(settings, name) for name in ("changing", "steady")}
+        said: list[tuple[str, str]] = []
+        services.up(settings, on_service=lambda name, message: said.append((name, message)))
+        assert {name: services.running_pid(settings, name) for name in pids} == pids  # nothing changed: both kept
+        keys["held"] = "second"  # a key added or replaced, as an older secrets file gains a role
+        services.up(settings, on_service=lambda name, message: said.append((name, message)))
+        assert services.running_pid(settings, "changing") not in (None, pids["changing"])
+        assert services.running_pid(settings, "steady") == pids["steady"]
+        assert ("changing", "started with other keys or settings: restarting") in said
+    finally:
+        services.down(settings)

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -58,4 +59,37 @@ def test_the_environment_of_a_child_process_rebuilds_the_same_settings():
             "LAKEHOUSE_SPARK_EVENT_LOG_DIR": "/tmp/lh-x/spark-events",
         }
     )  # fmt: skip
-    assert settings_from_mapping(to_environment(original)) == original
+    rebuilt = settings_from_mapping(to_environment(original))
+    assert rebuilt == dataclasses.replace(original, reads_secrets_file=False)
+
+
+def test_a_child_holds_only_the_keys_of_its_roles_though_the_secrets_file_holds_all(tmp_path):
+    from lakehouse.services import generate_secrets
+    from lakehouse.settings import ROLES, MissingSecret, load_settings, to_environment
+
+    generate_secrets(tmp_path / "secrets.env")
+    parent = load_settings({"LAKEHOUSE_HOME": str(tmp_path)})
+    assert set(parent.credentials) == set(ROLES) and parent.pii_key
+    child = load_settings(to_environment(parent, ("reader", "ml")))
+    assert child.home == parent.home and set(child.credentials) == {"reader", "ml"} and child.pii_key is None
+    assert child.credentials_for("reader") == parent.credentials_for("reader")
+    with pytest.raises(MissingSecret, match="holds only the keys of ml, reader, not those of transform"):
+        child.credentials_for("transform")
+    builder = load_settings(to_environment(parent, ("ingest", "transform"), pii_key=True))
+    assert set(builder.credentials) == {"ingest", "transform"} and builder.pii_key == parent.pii_key
+
+
+def test_an_older_secrets_file_gains_the_keys_of_new_roles_and_keeps_its_own(tmp_path):
+    from dotenv import dotenv_values
+
+    from lakehouse.services import generate_secrets
+
+    path = tmp_path / "secrets.env"
+    path.write_text("LAKEHOUSE_INGEST_ACCESS_KEY=old-ingest\nLAKEHOUSE_INGEST_SECRET_KEY=old-secret\n")
+    assert generate_secrets(path, ("ingest", "maintain")) is False
+    values = dotenv_values(path)
+    assert values["LAKEHOUSE_INGEST_ACCESS_KEY"] == "old-ingest" and values["LAKEHOUSE_MAINTAIN_ACCESS_KEY"].startswith("maintain-")
+    assert values["LAKEHOUSE_MAINTAIN_SECRET_KEY"] and values["LAKEHOUSE_PII_KEY"]
+    before = path.read_text()
+    generate_secrets(path, ("ingest", "maintain"))
+    assert path.read_text() == before
