@@ -72,6 +72,8 @@ class Settings:
     retention_days: float = 200.0
     landing_retention_days: float = 0.0  # settled landing objects older than this are deleted; 0 keeps them (see `lakehouse.retention`)
     quarantine_retention_days: float = 0.0  # quarantined rows older than this are deleted; 0 keeps them
+    report_retention_days: float = 0.0  # gate reports in the quality bucket older than this are deleted; 0 keeps them
+    log_retention_days: float = 0.0  # log files (services, Airflow tasks, Spark events) untouched for longer are deleted; 0 keeps them
     compact_min_files: int = 16  # maintenance compacts a partition once it holds this many files (see `lakehouse.maintenance`)
     writer_wait_s: float = 3600.0  # how long a writing step waits for the writer lease before it fails (see `lakehouse.lease`)
     writer_wait_report_s: float = 30.0  # how often a waiting writer says whom it waits for
@@ -217,6 +219,8 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         compact_min_files=int(get("COMPACT_MIN_FILES", "16")),
         landing_retention_days=float(get("LANDING_RETENTION_DAYS", "0")),
         quarantine_retention_days=float(get("QUARANTINE_RETENTION_DAYS", "0")),
+        report_retention_days=float(get("REPORT_RETENTION_DAYS", "0")),
+        log_retention_days=float(get("LOG_RETENTION_DAYS", "0")),
         writer_wait_s=float(get("WRITER_WAIT_S", "3600")),
         writer_wait_report_s=float(get("WRITER_WAIT_REPORT_S", "30")),
         writer_lease_on_store=get("WRITER_LEASE_ON_STORE", "true").lower() in ("1", "true", "yes"),
@@ -256,6 +260,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_k
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
         "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days), "LAKEHOUSE_COMPACT_MIN_FILES": str(settings.compact_min_files),
         "LAKEHOUSE_LANDING_RETENTION_DAYS": repr(settings.landing_retention_days), "LAKEHOUSE_QUARANTINE_RETENTION_DAYS": repr(settings.quarantine_retention_days),
+        "LAKEHOUSE_REPORT_RETENTION_DAYS": repr(settings.report_retention_days), "LAKEHOUSE_LOG_RETENTION_DAYS": repr(settings.log_retention_days),
         "LAKEHOUSE_WRITER_WAIT_S": repr(settings.writer_wait_s), "LAKEHOUSE_WRITER_WAIT_REPORT_S": repr(settings.writer_wait_report_s),
         "LAKEHOUSE_WRITER_LEASE_ON_STORE": str(settings.writer_lease_on_store).lower(), "LAKEHOUSE_WRITER_LEASE_TTL_S": repr(settings.writer_lease_ttl_s),
         **{f"LAKEHOUSE_BUCKET_{name.upper()}": bucket for name, bucket in settings.buckets.items()},

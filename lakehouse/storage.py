@@ -177,17 +177,21 @@ def put_if_changed(s3: Minio, bucket: str, key: str, data: bytes, content_type: 
     return True
 
 
-def remove_prefix(settings: Settings, role: str, logical_bucket: str, prefix: str) -> int:
-    """Delete every object under a prefix (staging output, say); return how many went."""
+def remove_objects(s3: Minio, bucket: str, names: list[str]) -> int:
+    """Delete the named objects (in batches); return how many; fail naming the first that could not go."""
     from minio.deleteobjects import DeleteObject
 
-    s3 = client(settings, role)
-    bucket = settings.bucket(logical_bucket)
-    names = [o.object_name for o in s3.list_objects(bucket, prefix=prefix, recursive=True)]
     errors = list(s3.remove_objects(bucket, [DeleteObject(n) for n in names]))
     if errors:
-        raise RuntimeError(f"could not delete {len(errors)} objects under s3://{bucket}/{prefix}: {errors[0]}")
+        raise RuntimeError(f"could not delete {len(errors)} of {len(names)} objects in s3://{bucket}: {errors[0]}")
     return len(names)
+
+
+def remove_prefix(settings: Settings, role: str, logical_bucket: str, prefix: str) -> int:
+    """Delete every object under a prefix; return how many went."""
+    s3 = client(settings, role)
+    bucket = settings.bucket(logical_bucket)
+    return remove_objects(s3, bucket, [o.object_name for o in s3.list_objects(bucket, prefix=prefix, recursive=True)])
 
 
 def empty_bucket(settings: Settings, logical_bucket: str) -> None:

@@ -248,33 +248,50 @@ DEFECTS = {
 }
 
 
+#: Values no number parse may crash on: each row is quarantined as `unparseable_number`.
+NOT_NUMBERS = {"dep_delay": "abc", "arr_delay": "NaN", "distance": "1e400"}
+
+
 def test_a_defective_file_ends_in_quarantine_under_the_right_rules(lake, spark, quality_config, cli):
-    april = [e for e in landing.extracts(lake, ["nyc_flights"], {"2013-04"}, every=60)][0].data.decode().splitlines()
+    # every 30th flight: about 940 lines, so the 11 defective ones stay under the gate's 2% share of quarantined rows
+    april = [e for e in landing.extracts(lake, ["nyc_flights"], {"2013-04"}, every=30)][0].data.decode().splitlines()
     lines = list(april)
-    for offset, (column, value) in enumerate(DEFECTS.values()):
+    for offset, (column, value) in enumerate([*DEFECTS.values(), *NOT_NUMBERS.items()]):
         lines, _ = _edit_lines(lines, column, [10 + offset], value)
     lines.append("2013,4,1,517,515")  # a line cut short
     lines.append(lines[1])  # an exact duplicate
-    landing.land_bytes(lake, "nyc/flights/2013-04.csv", ("\n".join(lines) + "\n").encode())
+    overlong, _ = _edit_lines([lines[0], lines[2]], "tailnum", [1], "N" * (2 << 20))  # a 2 MB line
+    undecodable = lines[3].encode().replace(b",", b",\xff", 1)  # a byte that is not UTF-8
+    # CRLF line ends throughout, as a Windows export writes them: a "\r" left on the last field
+    # (time_hour) would make every row's timestamp unparseable, and the counts below would not hold
+    data = ("\r\n".join([*lines, overlong[1]]) + "\r\n").encode() + undecodable + b"\r\n"
+    landing.land_bytes(lake, "nyc/flights/2013-04.csv", data)
     ingest.run(spark, lake, "ingest-defects", T0)
+    data_lines = len(lines) - 1 + 2
 
     # the run dies after publishing the rows and the quarantine, before recording what it read
     with pytest.raises(faults.InjectedFault):
         run_silver(spark, dataclasses.replace(lake, fail_at="silver.before_progress"), _ctx(quality_config, "defects"))
     # its retry (same run id) reads the same bronze rows again: every row once, in silver and in quarantine
     [result] = [r for r in run_silver(spark, lake, _ctx(quality_config, "defects")) if r.table == "silver.flights"]
-    assert result.balanced and result.input_rows == len(lines) - 1
+    # every line is accounted for: published, quarantined with its rule, or a duplicate
+    assert result.balanced and result.input_rows == data_lines
     staged = _silver(spark, lake).where("flight_month = '2013-04'")
     assert staged.count() == staged.select("flight_id").distinct().count() == result.fates["staged"]
-    assert result.quarantined_by_rule == {**{rule: 1 for rule in DEFECTS}, "malformed_line": 1}
+    assert result.fates["staged"] + result.fates["quarantined"] + result.fates["duplicate"] == data_lines
+    by_rule = {**{rule: 1 for rule in DEFECTS}, "unparseable_number": len(NOT_NUMBERS), "malformed_line": 3}
+    assert result.quarantined_by_rule == by_rule
     assert result.fates["duplicate"] == 1
     quarantined = delta.read(spark, QUARANTINE.location(lake)).where("resolved_at IS NULL AND table_name = 'silver.flights'")
-    assert quarantined.count() == 6
-    row = quarantined.where("rule_id = 'malformed_line'").first()
-    assert json.loads(row.raw_row)["_raw_line"] == "2013,4,1,517,515" and row.source_object == "nyc/flights/2013-04.csv"
+    assert quarantined.count() == sum(by_rule.values())
+    malformed = {json.loads(r.raw_row)["_malformed_reason"]: r for r in quarantined.where("rule_id = 'malformed_line'").collect()}
+    assert set(malformed) == {"wrong_column_count", "overlong_line", "undecodable_bytes"}
+    assert json.loads(malformed["wrong_column_count"].raw_row)["_raw_line"] == "2013,4,1,517,515"
+    assert len(json.loads(malformed["overlong_line"].raw_row)["_raw_line"]) > 2 << 20  # kept whole, never parsed
+    assert all(r.source_object == "nyc/flights/2013-04.csv" for r in malformed.values())
 
     listed = json.loads(cli("quarantine", "--json").stdout)
-    assert {(q["rule"], q["rows"]) for q in listed if q["table"] == "silver.flights"} == {(r, 1) for r in [*DEFECTS, "malformed_line"]}
+    assert {(q["rule"], q["rows"]) for q in listed if q["table"] == "silver.flights"} == set(by_rule.items())
 
 
 def test_a_replay_after_a_rule_change_publishes_the_rows_that_now_pass(lake, spark, quality_config, tmp_path):
@@ -282,12 +299,13 @@ def test_a_replay_after_a_rule_change_publishes_the_rows_that_now_pass(lake, spa
     relaxed["rules"]["flights"]["arr_delay_max"] = 2400
     ctx = _ctx(relaxed, "replay", replay=True)
     result = conform.run_table(spark, lake, flights.SPEC, ctx)
-    assert (result.input_rows, result.fates["staged"], result.fates["quarantined"]) == (6, 1, 5)
+    unresolved = len(DEFECTS) + len(NOT_NUMBERS) + 3
+    assert (result.input_rows, result.fates["staged"], result.fates["quarantined"]) == (unresolved, 1, unresolved - 1)
     assert result.merge["numTargetRowsInserted"] == 1
     assert _silver(spark, lake).where("arr_delay_min = 2000").count() == 1
     q = delta.read(spark, QUARANTINE.location(lake)).where("table_name = 'silver.flights'")
     assert q.where("resolved_at IS NOT NULL").select("rule_id").collect()[0][0] == "arr_delay_out_of_range"
-    assert q.where("resolved_at IS NULL").count() == 5
+    assert q.where("resolved_at IS NULL").count() == unresolved - 1
 
 
 def test_the_table_itself_rejects_a_bad_write(lake, spark):
@@ -357,24 +375,26 @@ def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(la
         flights.run(spark, lake, dataclasses.replace(ctx, run_id="build-test-blocked-again"))
 
 
-def test_landing_objects_and_quarantined_rows_past_their_retention_are_deleted_and_the_rest_kept(lake, spark):
+def test_landing_objects_quarantined_rows_and_gate_reports_past_their_retention_are_deleted_and_the_rest_kept(lake, spark):
     landing.land(lake, ["nyc_flights"], {"2013-08"}, every=200)  # delivered, not ingested yet
     s3 = storage.client(lake, "admin")
     settled = {(r["object_key"], r["etag"]) for r in inspect.ingest_log(lake) if r["status"] in retention.SETTLED}
     present = {o.key: o.etag for o in storage.list_objects(s3, "landing", "")}
     going = {k for k, etag in present.items() if (k, etag) in settled}
     quarantined = delta.read(spark, QUARANTINE.location(lake)).count()
-    assert going and quarantined > 0
+    reports = list(storage.list_objects(s3, "quality", "reports/"))
+    assert going and quarantined > 0 and reports
     later = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=2)
-    assert retention.expire(lambda: spark, lake, later) == retention.Expired(0, 0)  # by default everything is kept
+    assert retention.expire(lambda: spark, lake, later) == retention.Expired()  # by default everything is kept
 
-    short = dataclasses.replace(lake, landing_retention_days=1.0, quarantine_retention_days=1.0)
-    assert retention.expire(lambda: spark, short, later) == retention.Expired(len(going), quarantined)
+    short = dataclasses.replace(lake, landing_retention_days=1.0, quarantine_retention_days=1.0, report_retention_days=1.0)
+    assert retention.expire(lambda: spark, short, later) == retention.Expired(len(going), quarantined, len(reports))
     left = {o.key for o in storage.list_objects(s3, "landing", "")}
     assert not going & left and not {landing.manifest_key(k) for k in going} & left
     assert "nyc/flights/2013-08.csv" in left  # an object not ingested yet stays
     assert delta.read(spark, QUARANTINE.location(lake)).count() == 0
-    assert retention.expire(lambda: spark, short, later) == retention.Expired(0, 0)
+    assert not list(storage.list_objects(s3, "quality", "reports/"))
+    assert retention.expire(lambda: spark, short, later) == retention.Expired()
 
 
 def _stored_values(settings, table, column: str) -> list:
