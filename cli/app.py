@@ -7,13 +7,18 @@ commands wire the pipeline steps (`pipeline.steps`) and the library; they comput
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
+from datetime import UTC, datetime
 
 import typer
 
 from cli import browse, build, data, stack
 from cli.render import err
+from lakehouse import services
 from lakehouse.errors import UserError
+from lakehouse.settings import load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A batch lakehouse on Delta Lake.")
 app.command()(stack.up)
@@ -36,12 +41,44 @@ app.command(name="builds")(browse.list_builds)
 app.command()(build.maintain)
 
 
+def explain_failure(error: BaseException) -> list[str] | None:
+    """Lines that say why a command failed when a service it uses stopped answering while it ran (None otherwise).
+
+    A stopped S3 server surfaces as a page of Java traceback after S3A's retries (about 40 s); what
+    the user can act on is which service stopped and how to start it. The full traceback goes to a
+    file under the logs folder, named in the last line.
+    """
+    try:
+        settings = load_settings()
+        stopped = services.not_answering(settings)
+    except Exception:
+        return None
+    if not stopped:
+        return None
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    trace = settings.logs_dir / f"lakehouse-error-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    trace.write_text("".join(traceback.format_exception(error)))
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return [
+        *[f"{message} (it stopped answering while the command ran)" for message in stopped],
+        f"the command failed with {type(error).__name__}: {first[:200]}; rerun it once the service answers: every step takes up where it stopped",
+        f"the full traceback: {trace}",
+    ]
+
+
 def main() -> None:
     """Console entry point: readable one-line errors for the failures a user can fix."""
     try:
         app()
     except (UserError, LookupError) as error:
         err.print(f"[bold red]error:[/bold red] {error}")
+        sys.exit(2)
+    except Exception as error:
+        lines = explain_failure(error)
+        if lines is None:
+            raise
+        for line in lines:
+            err.print(f"[bold red]error:[/bold red] {line}")
         sys.exit(2)
 
 

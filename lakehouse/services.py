@@ -490,6 +490,17 @@ def require(settings: Settings, *names: str) -> None:
         raise ServiceDown(f"{_NEEDED[service.name]} at {url} is not answering: {hint}")
 
 
+def not_answering(settings: Settings, names: Collection[str] = ("s3", "mlflow")) -> list[str]:
+    """The one-line message of each named service that does not answer now (none: all answer)."""
+    found = []
+    for name in names:
+        try:
+            require(settings, name)
+        except ServiceDown as down:
+            found.append(str(down))
+    return found
+
+
 # ---------------------------------------------------------------- ports
 
 

@@ -11,17 +11,23 @@ from datetime import UTC, datetime
 from pyspark.sql import SparkSession
 
 from gold.quarter_build import GoldResult, run_gold
-from lakehouse import quality
+from lakehouse import inspect, quality
+from lakehouse.errors import UserError
 from lakehouse.quality import gate_refs
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.spark import job_description
+from lakehouse.tables import SILVER_FLIGHTS
 from pipeline.record import record
 from pipeline.staleness import plan_gold
 from silver.conform import TableResult
 from silver.layer import run_silver
 
 log = logging.getLogger(__name__)
+
+
+class NothingToBuild(UserError):
+    """A quarter was asked for before any flight was ingested."""
 
 
 @dataclass
@@ -72,6 +78,11 @@ def build(
     t1 = time.monotonic()
     gold_started = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     reads, stale, skipped = plan_gold(settings, wanted, code_version, ctx.config, forced)
+    if stale and inspect.version(settings, SILVER_FLIGHTS) is None:
+        raise NothingToBuild(
+            f"nothing to build for {', '.join(stale)}: no flight has reached silver, because none was ingested. "
+            "Land and ingest first (`lakehouse land`, `lakehouse ingest`; or `make demo`)"
+        )
     for quarter, reason in stale.items():
         log.info("gold %s: to build (%s)", quarter, reason)
     failures: dict[str, quality.GateFailed] = {}

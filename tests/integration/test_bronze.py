@@ -19,7 +19,7 @@ from bronze import ingest
 from lakehouse import delta, inspect, landing, storage
 from lakehouse.lease import writer_lease
 from lakehouse.spark import local_frame
-from lakehouse.tables import INGEST_LOG, get
+from lakehouse.tables import BUILDS, INGEST_LOG, get
 from pipeline import steps
 from tests.helpers import source_rows
 
@@ -240,3 +240,11 @@ def test_an_ingest_log_from_before_its_reason_column_gets_the_column_and_reads_i
     version = delta.latest_version(spark, INGEST_LOG.location(settings))
     delta.ensure_table(spark, settings, INGEST_LOG)
     assert delta.latest_version(spark, INGEST_LOG.location(settings)) == version  # nothing to add: no commit
+
+
+def test_a_build_before_any_flight_was_ingested_says_so_in_one_line_and_records_nothing(empty_lake, spark):
+    from pipeline.build import NothingToBuild
+
+    with pytest.raises(NothingToBuild, match=r"^nothing to build for 2013Q1: no flight has reached silver, because none was ingested"):
+        steps.build_step(["2013Q1"], "build-empty", settings=empty_lake)
+    assert inspect.version(empty_lake, BUILDS) is None  # no build, failed or not, is recorded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,26 @@ def test_a_month_that_is_no_month_is_refused_before_anything_connects(tmp_path, 
     done = _run(tmp_path, "land", *args, LAKEHOUSE_S3_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")
     assert done.returncode == 2 and said in " ".join(done.stderr.split()), done.stderr
     assert "S3 server" not in done.stderr
+
+
+def test_a_command_that_fails_because_a_service_stopped_while_it_ran_says_which_and_keeps_the_traceback(tmp_path, monkeypatch):
+    from cli.app import explain_failure
+
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]  # stand-ins for a running S3 server and MLflow
+    s3, mlflow = (f"http://127.0.0.1:{sock.getsockname()[1]}" for sock in listeners)
+    for name, value in {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_S3_ENDPOINT": s3, "LAKEHOUSE_MLFLOW_URI": mlflow}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        failure = RuntimeError("An error occurred while calling o110.save.\n: java.net.ConnectException: Connection refused")
+        assert explain_failure(failure) is None  # every service answers: a bug, whose traceback the user sees as is
+        listeners[0].close()  # the S3 server stops
+        lines = explain_failure(failure)
+    finally:
+        for sock in listeners:
+            sock.close()
+    assert lines is not None and len(lines) == 3
+    hint = "start the local services with `make up` (or `lakehouse up`); `lakehouse status` shows them"
+    assert lines[0] == f"the S3 server at {s3} is not answering: {hint} (it stopped answering while the command ran)"
+    assert lines[1].startswith("the command failed with RuntimeError: An error occurred while calling o110.save.; rerun it once")
+    [trace] = (tmp_path / "logs").glob("lakehouse-error-*.log")
+    assert lines[2] == f"the full traceback: {trace}" and "ConnectException" in trace.read_text()
