@@ -236,6 +236,12 @@ class IngestReport:
         return sum(f.objects for f in self.feeds)
 
 
+def _log(spark: SparkSession, settings: Settings, entries: list[dict]) -> None:
+    """Append entries to the ingest log in one commit, checked to be this writer's (`inspect.written_version`)."""
+    delta.insert(_log_rows(spark, entries), INGEST_LOG.location(settings))
+    inspect.written_version(settings, INGEST_LOG, role="ingest")
+
+
 def _log_rows(spark: SparkSession, entries: list[dict]) -> DataFrame:
     return local_frame(spark, entries, INGEST_LOG.schema)
 
@@ -301,7 +307,7 @@ def settle(spark: SparkSession, settings: Settings, table: Table, pending: dict[
             else:
                 report.aborted_objects += 1
     if entries:
-        delta.insert(_log_rows(spark, entries), INGEST_LOG.location(settings))
+        _log(spark, settings, entries)
 
 
 def ingest_feed(
@@ -340,14 +346,13 @@ def ingest_feed(
     report.rejected = [{"object_key": o.key, "reason": problems[o.key]} for o in rejected]
     for o in rejected:
         log.warning("%s: rejected %s (ETag %s), not read: %s", table.name, o.key, o.etag, problems[o.key])
-    log_location = INGEST_LOG.location(settings)
     entries = [_entry(table, o, run_id, "rejected", started_at, reason=problems[o.key]) for o in rejected]
     if not todo:
-        delta.insert(_log_rows(spark, entries), log_location)
+        _log(spark, settings, entries)
         report.seconds = time.monotonic() - t0
         return report
     delta.ensure_table(spark, settings, table)
-    delta.insert(_log_rows(spark, [*entries, *[_entry(table, o, run_id, "pending", started_at) for o in todo]]), log_location)
+    _log(spark, settings, [*entries, *[_entry(table, o, run_id, "pending", started_at) for o in todo]])
     faults.checkpoint(settings, "ingest.before_bronze_write")
     paths = [storage.s3a_url(settings, "landing", o.key) for o in todo]
     raw = spark.read.text(paths).select("value", F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), r"^s3a://[^/]+/", "").alias("_source_object"))
@@ -358,7 +363,7 @@ def ingest_feed(
     version = inspect.written_version(settings, table, role="ingest")
     faults.checkpoint(settings, "ingest.after_bronze_write")
     counts = counted()
-    delta.insert(_log_rows(spark, [_entry(table, o, run_id, "committed", started_at, counts.get(o.key, (0, 0)), version) for o in todo]), log_location)
+    _log(spark, settings, [_entry(table, o, run_id, "committed", started_at, counts.get(o.key, (0, 0)), version) for o in todo])
     report.objects = len(todo)
     report.rows = sum(c[0] for c in counts.values())
     report.malformed = sum(c[1] for c in counts.values())

@@ -49,16 +49,18 @@ def version(settings: Settings, table: Table, role: str = "transform") -> int | 
     return None if dt is None else int(dt.version())
 
 
-def written_version(settings: Settings, table: Table, role: str = "transform") -> int:
+def written_version(settings: Settings, table: Table, role: str = "transform", before: int | None = None) -> int:
     """The version a write just committed (one writer at a time: the latest), read from the log without a Spark job.
 
-    The commit at that version must carry this writer's stamp (`audit.check_ours`).
+    The commit at that version must carry this writer's stamp (`audit.check_ours`). With `before`,
+    the version read before a write that may commit nothing (a MERGE with no row to change may or
+    may not commit): an unchanged version is not checked.
     """
     dt = open_table(settings, table, role)
     if dt is None:
         raise LookupError(f"{table.name} has no Delta log at {table.location(settings)} after a write")
     written = int(dt.version())
-    if audit.active() is not None:
+    if audit.active() is not None and written != before:
         [commit] = dt.history(1)
         audit.check_ours(table.name, written, commit.get("userMetadata"))
     return written

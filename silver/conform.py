@@ -258,7 +258,9 @@ def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame,
     records = quarantine_records(fated, table, ctx)
     if not ctx.replay and inspect.rows_in(settings, QUARANTINE, {"table_name": [table.name]}) == 0:
         delta.insert(records, location)  # nothing of this table is quarantined yet: no MERGE needed
+        inspect.written_version(settings, QUARANTINE)
         return
+    before = inspect.version(settings, QUARANTINE)
     target = DeltaTable.forPath(spark, location).alias("t")
     (
         target.merge(records.alias("s"), "t.quarantine_id = s.quarantine_id AND t.table_name = s.table_name")
@@ -266,6 +268,7 @@ def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame,
         .whenNotMatchedInsertAll()
         .execute()
     )
+    before = inspect.written_version(settings, QUARANTINE, before=before)  # each commit checked to be this writer's
     if ctx.replay:
         passed = fated.where(F.col("_fate") != "quarantined").select(
             F.sha2(F.concat_ws("|", "_bronze_table", "_source_object", "_source_etag", F.col("_row_number").cast("string")), 256).alias("quarantine_id")
@@ -276,6 +279,7 @@ def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame,
             .whenMatchedUpdate(set={"resolved_at": F.lit(ctx.started_at).cast("timestamp"), "resolved_run_id": F.lit(ctx.run_id)})
             .execute()
         )  # fmt: skip
+        inspect.written_version(settings, QUARANTINE, before=before)
 
 
 def _record_progress(spark: SparkSession, settings: Settings, consumer: str, versions: Mapping[str, int], ctx: RunContext) -> None:
@@ -285,6 +289,7 @@ def _record_progress(spark: SparkSession, settings: Settings, consumer: str, ver
         return
     delta.ensure_table(spark, settings, PROGRESS)
     delta.insert(local_frame(spark, rows, PROGRESS.schema), PROGRESS.location(settings))
+    inspect.written_version(settings, PROGRESS)  # checked to be this writer's
 
 
 def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext, staged_rows: int) -> tuple[int, dict[str, int]]:
