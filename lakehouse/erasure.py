@@ -27,7 +27,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import delta, pii
+from lakehouse import delta, inspect, pii
 from lakehouse.settings import Settings
 from lakehouse.tables import ALL_TABLES, QUARANTINE, Table
 
@@ -80,6 +80,7 @@ def run(spark: SparkSession, settings: Settings, column: str, value: str, apply:
         found.append(result)
         if not (apply and rows):
             continue
+        before = inspect.version(settings, table, "maintain")
         append_only = table.properties.get("delta.appendOnly") == "true"
         if append_only:
             spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ('delta.appendOnly' = 'false')")
@@ -94,6 +95,8 @@ def run(spark: SparkSession, settings: Settings, column: str, value: str, apply:
         if properties.get("delta.enableDeletionVectors") == "true":  # rows only marked deleted stay in their files until purged
             spark.sql(f"REORG TABLE delta.`{location}` APPLY (PURGE)")
         delta.vacuum(spark, location, 0.0)  # no file that only older versions use survives
+        if before is not None:
+            inspect.check_written_since(settings, table, before, "maintain")  # every commit it made is its own
         result.applied = True
         log.warning("erased %s of %s from %s: %d rows, %s, older versions vacuumed", column, "the value", table.name, rows, action)
     return found

@@ -66,6 +66,18 @@ def written_version(settings: Settings, table: Table, role: str = "transform", b
     return written
 
 
+def check_written_since(settings: Settings, table: Table, before: int, role: str = "transform") -> None:
+    """Check that every commit after version `before` carries this writer's stamp (a step of several commits: maintenance, erasure)."""
+    if audit.active() is None:
+        return
+    dt = open_table(settings, table, role)
+    latest = -1 if dt is None else int(dt.version())
+    if dt is None or latest <= before:
+        return
+    for commit in dt.history(latest - before):
+        audit.check_ours(table.name, int(commit["version"]), commit.get("userMetadata"))
+
+
 def progress(settings: Settings, role: str = "transform") -> dict[tuple[str, str], int]:
     """(silver table, bronze table) -> the last bronze version that silver table processed (no JVM).
 

@@ -209,6 +209,7 @@ def maintain_table(spark: Callable[[], SparkSession], settings: Settings, table:
         session.sql(statement)
     if statement is not None or old:
         delta.vacuum(session, location, report.retain_hours)  # a logged commit: the next run sees that nothing was written since
+    inspect.check_written_since(settings, table, int(dt.version()), bucket_roles(ROLES)[table.layer])  # every commit it made is its own
     after = stored_files(settings, table)
     report.files_after, report.bytes_after = len(after), sum(f.size for f in after)
     report.seconds = time.monotonic() - t0

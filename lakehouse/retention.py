@@ -98,6 +98,7 @@ def expire_quarantine(spark: Callable[[], SparkSession], settings: Settings, now
         from delta.tables import DeltaTable
 
         DeltaTable.forPath(spark(), QUARANTINE.location(settings)).delete(F.col("quarantined_at") < F.lit(cutoff))
+        inspect.check_written_since(settings, QUARANTINE, int(dt.version()), "maintain")
     return old
 
 

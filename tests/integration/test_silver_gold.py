@@ -20,9 +20,9 @@ from pyspark.sql import functions as F
 
 from bronze import ingest
 from gold import quarter_build, training_set
-from lakehouse import delta, faults, inspect, landing, pii, quality, retention, storage
+from lakehouse import audit, delta, faults, inspect, landing, pii, quality, retention, storage
 from lakehouse.runs import RunContext
-from lakehouse.spark import local_frame
+from lakehouse.spark import local_frame, session_conf
 from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, get
 from pipeline import build as builder
 from pipeline import steps
@@ -373,6 +373,21 @@ def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(la
     # nothing was marked processed: the next run sees the same batch and is blocked again
     with pytest.raises(quality.GateFailed):
         flights.run(spark, lake, dataclasses.replace(ctx, run_id="build-test-blocked-again"))
+
+
+def test_a_step_of_several_commits_finds_another_writers_commit_among_them(lake, spark):
+    location = PROGRESS.location(lake)
+    before = inspect.version(lake, PROGRESS)
+    assert before is not None
+    other = audit.encode(audit.Stamp("maintain-zombie", "maintain", "maintain", "elsewhere:9:ff"))
+    with audit.stamped(spark, "maintain-1", "maintain", "maintain"):
+        spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ('lakehouse.probe' = 'mine')")
+        inspect.check_written_since(lake, PROGRESS, before)  # its own commit: nothing to say
+        with session_conf(spark, audit.USER_METADATA, other):  # another writer commits in the middle of the step
+            spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ('lakehouse.probe' = 'theirs')")
+        spark.sql(f"ALTER TABLE delta.`{location}` UNSET TBLPROPERTIES ('lakehouse.probe')")
+        with pytest.raises(audit.ConcurrentWriter, match=rf"silver\._progress: commit v{before + 2} is not this run's \(maintain-1\): it was written by run maintain-zombie"):
+            inspect.check_written_since(lake, PROGRESS, before)
 
 
 def test_landing_objects_quarantined_rows_and_gate_reports_past_their_retention_are_deleted_and_the_rest_kept(lake, spark):
