@@ -34,11 +34,12 @@ _ACCESS_KEY_MAX, _SECRET_KEY_LEN = 20, 32
 #: and a leading "-" would read as an option to `mc`.
 _ALPHABET = string.ascii_letters + string.digits
 
+# Delta writers list, S3A aborts multipart uploads it does not finish (delete is an object action).
+_WRITE_BUCKET_ACTIONS = ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"]
 _BUCKET_ACTIONS = {
     "read": ["s3:GetBucketLocation", "s3:ListBucket"],
-    # Delta writers list, S3A aborts multipart uploads it does not finish.
-    "write": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
-    "delete": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+    "write": _WRITE_BUCKET_ACTIONS,
+    "delete": _WRITE_BUCKET_ACTIONS,
     "admin": ["s3:*"],
 }
 #: `write` implies read and list but not delete: a Delta writer only adds files (the SeaweedFS

@@ -95,8 +95,7 @@ def run(spark: SparkSession, settings: Settings, column: str, value: str, apply:
         if properties.get("delta.enableDeletionVectors") == "true":  # rows only marked deleted stay in their files until purged
             spark.sql(f"REORG TABLE delta.`{location}` APPLY (PURGE)")
         delta.vacuum(spark, location, 0.0)  # no file that only older versions use survives
-        if before is not None:
-            inspect.check_written_since(settings, table, before, "maintain")  # every commit it made is its own
+        inspect.check_written_since(settings, table, before, "maintain")  # every commit it made is its own
         result.applied = True
         log.warning("erased %s of %s from %s: %d rows, %s, older versions vacuumed", column, "the value", table.name, rows, action)
     return found

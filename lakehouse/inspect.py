@@ -49,33 +49,37 @@ def version(settings: Settings, table: Table, role: str = "transform") -> int | 
     return None if dt is None else int(dt.version())
 
 
-def written_version(settings: Settings, table: Table, role: str = "transform", before: int | None = None) -> int:
+def written_version(settings: Settings, table: Table, role: str = "transform") -> int:
     """The version a write just committed (one writer at a time: the latest), read from the log without a Spark job.
 
-    The commit at that version must carry this writer's stamp (`audit.check_ours`). With `before`,
-    the version read before a write that may commit nothing (a MERGE with no row to change may or
-    may not commit): an unchanged version is not checked.
+    The commit at that version must carry this writer's stamp (`audit.check_ours`).
     """
     dt = open_table(settings, table, role)
     if dt is None:
         raise LookupError(f"{table.name} has no Delta log at {table.location(settings)} after a write")
     written = int(dt.version())
-    if audit.active() is not None and written != before:
+    if audit.active() is not None:
         [commit] = dt.history(1)
         audit.check_ours(table.name, written, commit.get("userMetadata"))
     return written
 
 
-def check_written_since(settings: Settings, table: Table, before: int, role: str = "transform") -> None:
-    """Check that every commit after version `before` carries this writer's stamp (a step of several commits: maintenance, erasure)."""
-    if audit.active() is None:
-        return
+def check_written_since(settings: Settings, table: Table, before: int | None, role: str = "transform") -> int | None:
+    """Check that every commit after version `before` (None: every commit) carries this writer's stamp; return the latest version.
+
+    For a step of several commits on one table (maintenance, erasure) and for a write that may
+    commit nothing (a MERGE with no row to change may or may not commit): an unchanged version
+    has nothing to check.
+    """
     dt = open_table(settings, table, role)
-    latest = -1 if dt is None else int(dt.version())
-    if dt is None or latest <= before:
-        return
-    for commit in dt.history(latest - before):
-        audit.check_ours(table.name, int(commit["version"]), commit.get("userMetadata"))
+    if dt is None:
+        return None
+    latest = int(dt.version())
+    since = -1 if before is None else before
+    if audit.active() is not None and latest > since:
+        for commit in dt.history(latest - since):
+            audit.check_ours(table.name, int(commit["version"]), commit.get("userMetadata"))
+    return latest
 
 
 def progress(settings: Settings, role: str = "transform") -> dict[tuple[str, str], int]:

@@ -54,7 +54,7 @@ def seaweed_identities(settings: Settings) -> dict:
     """The SeaweedFS identities document (-s3.config): one identity per configured role.
 
     SeaweedFS's identity actions cannot tell a put from a delete (both are `Write`): the delete
-    that `write` lacks is denied by each bucket's policy (`bucket_policies`).
+    that `write` lacks is denied by each bucket's policy (`bucket_policy`).
     """
     actions_for = {
         READ: ("Read", "List"),
@@ -82,27 +82,24 @@ def seaweed_identities(settings: Settings) -> dict:
 SEAWEED_PRINCIPAL = "arn:aws:iam::000000000000:user/{role}"
 
 
-def bucket_policies(settings: Settings) -> dict[str, dict]:
-    """The bucket policies of the local SeaweedFS: each bucket denies delete to the roles that only `write` it."""
-    policies = {}
-    for logical in BUCKETS:
-        writers_only = sorted(role for role, grants in ROLE_GRANTS.items() if grants.get(logical) == WRITE)
-        if not writers_only:
-            continue
-        bucket = settings.bucket(logical)
-        policies[bucket] = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "OnlyMaintenanceDeletes",
-                    "Effect": "Deny",
-                    "Principal": {"AWS": [SEAWEED_PRINCIPAL.format(role=role) for role in writers_only]},
-                    "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
-                    "Resource": [f"arn:aws:s3:::{bucket}/*"],
-                }
-            ],
-        }
-    return policies
+def bucket_policy(settings: Settings, logical: str) -> dict | None:
+    """A bucket's policy on the local SeaweedFS: it denies delete to the roles that only `write` it (None: no such role)."""
+    writers_only = sorted(role for role, grants in ROLE_GRANTS.items() if grants.get(logical) == WRITE)
+    if not writers_only:
+        return None
+    bucket = settings.bucket(logical)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlyMaintenanceDeletes",
+                "Effect": "Deny",
+                "Principal": {"AWS": [SEAWEED_PRINCIPAL.format(role=role) for role in writers_only]},
+                "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
 
 
 def client(settings: Settings, role: str) -> Minio:
@@ -134,8 +131,8 @@ def ensure_buckets(settings: Settings) -> list[str]:
 
 def _set_bucket_policy(settings: Settings, admin: Minio, logical: str) -> None:
     """Set a bucket's policy on our own SeaweedFS (MinIO's role policies grant no delete themselves: docker/minio)."""
-    policy = bucket_policies(settings).get(settings.bucket(logical))
-    if settings.s3_is_local and policy is not None:
+    policy = bucket_policy(settings, logical) if settings.s3_is_local else None
+    if policy is not None:
         admin.set_bucket_policy(settings.bucket(logical), json.dumps(policy))
 
 

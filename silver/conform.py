@@ -268,7 +268,7 @@ def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame,
         .whenNotMatchedInsertAll()
         .execute()
     )
-    before = inspect.written_version(settings, QUARANTINE, before=before)  # each commit checked to be this writer's
+    before = inspect.check_written_since(settings, QUARANTINE, before)  # each commit checked to be this writer's
     if ctx.replay:
         passed = fated.where(F.col("_fate") != "quarantined").select(
             F.sha2(F.concat_ws("|", "_bronze_table", "_source_object", "_source_etag", F.col("_row_number").cast("string")), 256).alias("quarantine_id")
@@ -279,7 +279,7 @@ def _merge_quarantine(spark: SparkSession, settings: Settings, fated: DataFrame,
             .whenMatchedUpdate(set={"resolved_at": F.lit(ctx.started_at).cast("timestamp"), "resolved_run_id": F.lit(ctx.run_id)})
             .execute()
         )  # fmt: skip
-        inspect.written_version(settings, QUARANTINE, before=before)
+        inspect.check_written_since(settings, QUARANTINE, before)
 
 
 def _record_progress(spark: SparkSession, settings: Settings, consumer: str, versions: Mapping[str, int], ctx: RunContext) -> None:
