@@ -113,11 +113,25 @@ def writer_lease(settings: Settings, step: str, wait_s: float | None = None, rol
             store.acquire(max(wait_s - (time.monotonic() - t0), 0.0))
         try:
             yield
-        finally:
+        except BaseException:
             if store is not None:
-                store.release()
+                _release_after_failure(store)
+            raise
+        if store is not None:
+            store.release()
     finally:
         _release(path)
+
+
+def _release_after_failure(store: StoreLease) -> None:
+    """Release the lease object of a step that failed, never hiding the step's own error behind the release's (a store that stopped fails both)."""
+    try:
+        store.release()
+    except Exception as error:
+        log.warning(
+            "%s: the writer lease on the store was not released (%s); a later writer of this host takes it at once, one of another host after %g s",
+            store.step, error, store.ttl,
+        )  # fmt: skip
 
 
 def _acquire(settings: Settings, fd: int, step: str, wait_s: float) -> None:
@@ -273,12 +287,29 @@ class StoreLease:
         return True
 
     def acquire(self, wait_s: float) -> None:
-        """Take the lease object (waiting up to `wait_s`), then keep renewing it until `release`."""
+        """Take the lease object (waiting up to `wait_s`), then keep renewing it until `release`.
+
+        A store that does not answer is waited for like a live holder: a writer queued behind
+        another does not fail because the store was restarted in between.
+        """
+        from botocore.exceptions import ConnectionError, HTTPClientError
+
+        unreachable: list[str] = []
+
+        def take() -> bool:
+            unreachable.clear()
+            try:
+                return self.try_acquire()
+            except (ConnectionError, HTTPClientError) as error:
+                unreachable.append(str(error))
+                return False
 
         def held_by() -> str:
+            if unreachable:
+                return f"the store, which does not answer ({unreachable[0]})"
             return f"{describe(self.seen_holder)} (lease object s3://{self.bucket}/{LEASE_KEY})"
 
-        _wait_for(self.step, "writer lease on the store", self.try_acquire, held_by, wait_s, self.settings.writer_wait_report_s, min(1.0, self.ttl / 4))
+        _wait_for(self.step, "writer lease on the store", take, held_by, wait_s, self.settings.writer_wait_report_s, min(1.0, self.ttl / 4))
         self._renewer = threading.Thread(target=self._renew, name="writer-lease-renewal", daemon=True)
         self._renewer.start()
 

@@ -78,6 +78,7 @@ class Settings:
     writer_wait_s: float = 3600.0  # how long a writing step waits for the writer lease before it fails (see `lakehouse.lease`)
     writer_wait_report_s: float = 30.0  # how often a waiting writer says whom it waits for
     writer_lease_on_store: bool = True  # also hold the lease object on the store (writers on several hosts; see `lakehouse.lease`)
+    s3_retries: int = 5  # attempts of each S3 request from Spark before a step fails (S3A's fs.s3a.attempts.maximum and fs.s3a.retry.limit)
     writer_lease_ttl_s: float = 60.0  # a lease object not renewed for this long (a waiter's own clock) belongs to a dead writer
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
     mlflow_passwords: Mapping[str, str] = field(default_factory=dict, repr=False)  # MLflow user -> password (LAKEHOUSE_MLFLOW_<USER>_PASSWORD)
@@ -225,6 +226,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         writer_wait_report_s=float(get("WRITER_WAIT_REPORT_S", "30")),
         writer_lease_on_store=get("WRITER_LEASE_ON_STORE", "true").lower() in ("1", "true", "yes"),
         writer_lease_ttl_s=float(get("WRITER_LEASE_TTL_S", "60")),
+        s3_retries=int(get("S3_RETRIES", "5")),
         airflow_password=values.get("LAKEHOUSE_AIRFLOW_PASSWORD") or None,
         mlflow_passwords={user: values[f"LAKEHOUSE_MLFLOW_{user.upper()}_PASSWORD"] for user in MLFLOW_USERS if values.get(f"LAKEHOUSE_MLFLOW_{user.upper()}_PASSWORD")},
         pii_key=values.get("LAKEHOUSE_PII_KEY") or None,
@@ -263,6 +265,7 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_k
         "LAKEHOUSE_REPORT_RETENTION_DAYS": repr(settings.report_retention_days), "LAKEHOUSE_LOG_RETENTION_DAYS": repr(settings.log_retention_days),
         "LAKEHOUSE_WRITER_WAIT_S": repr(settings.writer_wait_s), "LAKEHOUSE_WRITER_WAIT_REPORT_S": repr(settings.writer_wait_report_s),
         "LAKEHOUSE_WRITER_LEASE_ON_STORE": str(settings.writer_lease_on_store).lower(), "LAKEHOUSE_WRITER_LEASE_TTL_S": repr(settings.writer_lease_ttl_s),
+        "LAKEHOUSE_S3_RETRIES": str(settings.s3_retries),
         **{f"LAKEHOUSE_BUCKET_{name.upper()}": bucket for name, bucket in settings.buckets.items()},
     }  # fmt: skip
     for role, creds in settings.credentials.items():

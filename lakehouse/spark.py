@@ -35,8 +35,6 @@ _S3A = {
     "fs.s3a.directory.marker.retention": "keep",
     "fs.s3a.multiobjectdelete.enable": "true",
     "fs.s3a.connection.maximum": "64",
-    "fs.s3a.attempts.maximum": "5",
-    "fs.s3a.retry.limit": "5",
 }
 
 
@@ -157,6 +155,9 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str, rows: in
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
     }
     conf.update({f"spark.hadoop.{k}": v for k, v in _S3A.items()})
+    # the AWS SDK retries inside each of S3A's attempts: a store that stopped failed a build's step
+    # after about 75 s with 5, a few seconds with 1 (tests/integration/test_builds.py stops it)
+    conf["spark.hadoop.fs.s3a.attempts.maximum"] = conf["spark.hadoop.fs.s3a.retry.limit"] = str(settings.s3_retries)
     if settings.spark_event_log_dir is not None:
         # one event log per application: the history server (or any reader) names the slow job
         conf["spark.eventLog.enabled"] = "true"

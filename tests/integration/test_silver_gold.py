@@ -188,13 +188,17 @@ def _files(settings, quarter: str) -> list[str]:
     return sorted(a["path"] for a in actions if a["partition.quarter"] == quarter)
 
 
-def test_a_rebuild_changes_nothing_and_leaves_other_quarters_alone(lake, spark, quality_config):
+def test_a_forced_rebuild_changes_nothing_gives_the_same_digest_and_leaves_other_quarters_alone(lake, spark, quality_config):
     before = _training(spark, lake, "2013Q1")
     before_rows = before.collect()
     files_2001 = _files(lake, "2001Q1")
 
     report = builder.build(spark, lake, ["2013Q1"], _ctx(quality_config, "rebuild"), CODE, force=True)
     assert all(r.skipped for r in report.silver)  # no new bronze rows: silver reads nothing
+    [first] = [g for g in STATE["first"].gold if g.quarter == "2013Q1"]
+    [rebuilt] = report.gold
+    assert rebuilt.build_id != first.build_id and rebuilt.versions[TRAINING_SET.name] > first.versions[TRAINING_SET.name]
+    assert rebuilt.digest == first.digest
     after = _training(spark, lake, "2013Q1")
     assert after.count() == len(before_rows) == after.select("flight_id").distinct().count()
     assert after.exceptAll(spark.createDataFrame(before_rows, after.schema)).count() == 0
@@ -306,6 +310,14 @@ def test_a_replay_after_a_rule_change_publishes_the_rows_that_now_pass(lake, spa
     q = delta.read(spark, QUARANTINE.location(lake)).where("table_name = 'silver.flights'")
     assert q.where("resolved_at IS NOT NULL").select("rule_id").collect()[0][0] == "arr_delay_out_of_range"
     assert q.where("resolved_at IS NULL").count() == unresolved - 1
+
+    # replayed again, no row passes: nothing to publish, so no commit to silver (before 2026-12-07 the
+    # empty publish found the latest commit to be another run's and failed as a concurrent writer)
+    version = delta.latest_version(spark, SILVER_FLIGHTS.location(lake))
+    with audit.stamped(spark, "build-test-replay-again", "transform", "quarantine replay"):
+        again = conform.run_table(spark, lake, flights.SPEC, _ctx(relaxed, "replay-again", replay=True))
+    assert (again.input_rows, again.fates["staged"], again.version) == (unresolved - 1, 0, version)
+    assert delta.latest_version(spark, SILVER_FLIGHTS.location(lake)) == version
 
 
 def test_the_table_itself_rejects_a_bad_write(lake, spark):

@@ -1,4 +1,4 @@
-"""The writer lease's host part between real processes (no Spark, no store): exclusive, reported, released by any exit, re-entrant.
+"""The writer lease's host part between real processes (no Spark, no store): exclusive, reported, released by any exit, re-entrant; and its part on a store that does not answer.
 
 Its part on the store is tested against the S3 server in `tests/integration/test_services.py`.
 """
@@ -91,3 +91,42 @@ def test_the_lease_is_reentrant_in_a_process_and_exclusive_until_its_outermost_h
     done = _try_lease(tmp_path, 0)
     assert done.returncode == 0 and done.stdout.strip() == "got it"
     assert oct((tmp_path / "run" / "writer.lock").stat().st_mode & 0o777) == "0o600"
+
+
+def _unreachable_store(home: Path) -> Settings:
+    """Settings whose store is a loopback port that nothing listens on (the lease's part on the store on)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # free once closed: a connection is refused at once
+    return settings_from_mapping(
+        {
+            "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+            "LAKEHOUSE_TRANSFORM_ACCESS_KEY": "transform-key", "LAKEHOUSE_TRANSFORM_SECRET_KEY": "transform-secret",
+        }
+    )  # fmt: skip
+
+
+def test_a_writer_waits_for_a_store_that_does_not_answer_as_for_a_holder_and_says_so(tmp_path, caplog):
+    settings = _unreachable_store(tmp_path)
+    caplog.set_level(logging.WARNING, logger="lakehouse.lease")
+    with pytest.raises(WriterBusy, match=r"is being written by the store, which does not answer \(Could not connect"), writer_lease(settings, "a step", wait_s=0.5):
+        pytest.fail("taken without the store")
+    assert "a step: waiting for the writer lease on the store, held by the store, which does not answer" in caplog.text
+
+
+def test_a_step_that_fails_while_the_store_does_not_answer_raises_its_own_error_not_the_release_s(tmp_path, caplog, monkeypatch):
+    from lakehouse.lease import StoreLease
+
+    def taken(self: StoreLease, wait_s: float) -> None:
+        self.etag = '"taken-before-the-store-stopped"'
+
+    monkeypatch.setattr(StoreLease, "acquire", taken)
+    caplog.set_level(logging.WARNING, logger="lakehouse.lease")
+    with pytest.raises(ValueError, match="the step's own error"), writer_lease(_unreachable_store(tmp_path), "a step"):
+        raise ValueError("the step's own error")
+    assert "a step: the writer lease on the store was not released (Could not connect" in caplog.text
+    # a step that succeeds still fails when its lease cannot be released: nothing may look done that is not
+    with pytest.raises(Exception, match="Could not connect"), writer_lease(_unreachable_store(tmp_path), "a step"):
+        pass

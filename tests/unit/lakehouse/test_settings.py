@@ -56,7 +56,7 @@ def test_the_environment_of_a_child_process_rebuilds_the_same_settings():
             "LAKEHOUSE_HOME": "/tmp/lh-x", "LAKEHOUSE_S3_ENDPOINT": "http://127.0.0.1:1234", "LAKEHOUSE_MLFLOW_URI": "http://127.0.0.1:99",
             "LAKEHOUSE_ML_ACCESS_KEY": "ml-key", "LAKEHOUSE_ML_SECRET_KEY": "ml-secret", "LAKEHOUSE_RETENTION_DAYS": "0.5",
             "LAKEHOUSE_BUCKET_GOLD": "gold-prod", "LAKEHOUSE_FAIL_AT": "gold.after_publish:once",
-            "LAKEHOUSE_SPARK_EVENT_LOG_DIR": "/tmp/lh-x/spark-events",
+            "LAKEHOUSE_SPARK_EVENT_LOG_DIR": "/tmp/lh-x/spark-events", "LAKEHOUSE_S3_RETRIES": "2",
         }
     )  # fmt: skip
     rebuilt = settings_from_mapping(to_environment(original))
