@@ -78,8 +78,8 @@ class Settings:
     writer_wait_s: float = 3600.0  # how long a writing step waits for the writer lease before it fails (see `lakehouse.lease`)
     writer_wait_report_s: float = 30.0  # how often a waiting writer says whom it waits for
     writer_lease_on_store: bool = True  # also hold the lease object on the store (writers on several hosts; see `lakehouse.lease`)
-    s3_retries: int = 5  # attempts of each S3 request from Spark before a step fails (S3A's fs.s3a.attempts.maximum and fs.s3a.retry.limit)
     writer_lease_ttl_s: float = 60.0  # a lease object not renewed for this long (a waiter's own clock) belongs to a dead writer
+    s3_retries: int = 5  # attempts of each S3 request from Spark before a step fails (S3A's fs.s3a.attempts.maximum and fs.s3a.retry.limit)
     airflow_password: str | None = field(default=None, repr=False)  # else the one `lakehouse up` generated
     mlflow_passwords: Mapping[str, str] = field(default_factory=dict, repr=False)  # MLflow user -> password (LAKEHOUSE_MLFLOW_<USER>_PASSWORD)
     pii_key: str | None = field(default=None, repr=False)  # the key of silver's pseudonyms of personal data (see `lakehouse.pii`)

@@ -156,7 +156,7 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str, rows: in
     }
     conf.update({f"spark.hadoop.{k}": v for k, v in _S3A.items()})
     # the AWS SDK retries inside each of S3A's attempts: a store that stopped failed a build's step
-    # after about 75 s with 5, a few seconds with 1 (tests/integration/test_builds.py stops it)
+    # after about 75 s with 5, a few seconds with 1 (by hand, 2026-12-07: docs/architecture.md, Reliability)
     conf["spark.hadoop.fs.s3a.attempts.maximum"] = conf["spark.hadoop.fs.s3a.retry.limit"] = str(settings.s3_retries)
     if settings.spark_event_log_dir is not None:
         # one event log per application: the history server (or any reader) names the slow job

@@ -38,10 +38,10 @@ def start_lakehouse(args: list[str], env: dict[str, str], log: Path) -> Started:
     return Started(proc, log)
 
 
-def wait_until_all_say(started: list[Started], text: str, timeout_s: float = 60, every: bool = True) -> None:
-    """Wait until every process (with `every=False`: one of them) has written `text`; fail at once if one of them ends first."""
+def wait_until_all_say(started: list[Started], text: str, timeout_s: float = 60) -> None:
+    """Wait until every process has written `text`; fail at once if one of them ends first."""
     deadline = time.monotonic() + timeout_s
-    while not (all if every else any)(text in s.output() for s in started):
+    while not all(text in s.output() for s in started):
         assert all(s.proc.poll() is None for s in started) and time.monotonic() < deadline, [s.output() for s in started]
         time.sleep(0.2)
 
