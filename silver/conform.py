@@ -304,21 +304,22 @@ def _publish(
     table = spec.table
     location = table.location(settings)
     delta.ensure_table(spark, settings, table)
-    prune: dict[str, list[str]] = {}
-    delete_scope = None
-    for column in table.partition_by:
-        prune[column] = [r[0] for r in staged.select(column).distinct().collect()]
-    if spec.replace_deliveries and not ctx.replay:
+    replaces = spec.replace_deliveries and not ctx.replay
+    delete_scope, months = None, set[str]()
+    if replaces:
         objects = [r[0] for r in fated.where(F.col("_fate") != "superseded").select("_source_object").distinct().collect()]
-        months = [m for m in (object_month(o) for o in objects) if m]
-        for column in table.partition_by:
-            prune[column] = sorted(set(prune[column]) | set(months))
+        months = {m for m in (object_month(o) for o in objects) if m}
         listed = ", ".join("'" + o.replace("'", "''") + "'" for o in objects)
         delete_scope = f"t._source_object IN ({listed})" if objects else None
     if staged_rows == 0 and delete_scope is None:
         # nothing to insert, update or delete (a replay whose rows all fail still, a batch of
-        # duplicates): no commit, so no version of this writer's to check either
+        # duplicates): no commit, so no version of this writer's to check either, and no partition to look up
         return inspect.version(settings, table), {"numTargetRowsInserted": 0, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
+    prune: dict[str, list[str]] = {}
+    for column in table.partition_by:
+        prune[column] = [r[0] for r in staged.select(column).distinct().collect()]
+        if replaces:
+            prune[column] = sorted(set(prune[column]) | months)
     if inspect.rows_in(settings, table, prune if table.partition_by else None) == 0:
         delta.insert(staged, location, tag=ctx.run_id)
         return inspect.written_version(settings, table), {"numTargetRowsInserted": staged_rows, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0}
