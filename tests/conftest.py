@@ -64,11 +64,13 @@ def stack(settings: Settings) -> Iterator[Settings]:
         services.down(settings)
 
 
-@pytest.fixture(scope="session")
-def airflow(stack: Settings) -> Settings:
-    """Airflow's four processes as well, started by the first test that needs them (those run last)."""
+@pytest.fixture(scope="module")
+def airflow(stack: Settings) -> Iterator[Settings]:
+    """Airflow's four processes as well, for the module that needs them (test_orchestration.py), and
+    stopped after it: idle, they still take about an eighth of a core from the tests that follow."""
     services.up(stack, names=services.AIRFLOW)
-    return stack
+    yield stack
+    services.down(stack, names=services.AIRFLOW)
 
 
 #: When the suite runs on several processes (`make test`: two, pytest-xdist `--dist loadfile`, each

@@ -23,7 +23,7 @@ from gold import quarter_build, training_set
 from lakehouse import audit, delta, faults, inspect, landing, pii, quality, retention, storage
 from lakehouse.runs import RunContext
 from lakehouse.spark import local_frame, session_conf
-from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, get
+from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, Table, get
 from pipeline import build as builder
 from pipeline import steps
 from silver import conform, flights
@@ -182,9 +182,9 @@ def test_gold_matches_an_independent_computation_with_duckdb(lake, spark):
     pd.testing.assert_frame_equal(features, expected_window, check_dtype=False, atol=1e-12)
 
 
-def _files(settings, quarter: str) -> list[str]:
-    """The data files of one quarter's partition of the training set, from the Delta log."""
-    actions = pa.table(inspect.open_table(settings, TRAINING_SET).get_add_actions(flatten=True)).to_pylist()
+def _files(settings, quarter: str, table: Table = TRAINING_SET) -> list[str]:
+    """The data files of one quarter's partition of a gold table (the training set), from the Delta log."""
+    actions = pa.table(inspect.open_table(settings, table).get_add_actions(flatten=True)).to_pylist()
     return sorted(a["path"] for a in actions if a["partition.quarter"] == quarter)
 
 
@@ -336,34 +336,29 @@ def test_a_failing_gold_gate_publishes_nothing(lake, spark, quality_config):
     assert delta.latest_version(spark, TRAINING_SET.location(lake)) == version
 
 
-def test_a_quarter_publishes_all_of_its_gold_tables_or_none(lake, spark, quality_config):
-    strict = json.loads(json.dumps(quality_config))
-    strict["gates"]["gold"]["min_rows"] = 10**9  # only the training set's gate reads it, and it runs last
-    gold = [get(name) for name in ("gold.route_daily", "gold.airport_daily", "gold.training_set")]
-    versions = {t.name: delta.latest_version(spark, t.location(lake)) for t in gold}
-    results, failures = quarter_build.run_gold(spark, lake, ["2013Q1"], _ctx(strict, "all-or-none"), {})
-    assert list(failures) == ["2013Q1"] and "min_rows" in str(failures["2013Q1"]) and results[0].versions == {}
-    assert {t.name: delta.latest_version(spark, t.location(lake)) for t in gold} == versions
-    # the gates ran on the rows in memory: no staged copy was written anywhere
-    assert list(storage.client(lake, "admin").list_objects("quality", prefix="staging/", recursive=True)) == []
-    report = json.loads(storage.client(lake, "admin").get_object("quality", "reports/build-test-all-or-none/gold.training_set.2013Q1.json").read())
-    assert report["success"] is False and [r["rule"] for r in report["results"] if not r["success"]] == ["min_rows"]
-    page = storage.client(lake, "admin").get_object("quality", "reports/build-test-all-or-none/gold.training_set.2013Q1.html").read().decode()
-    assert "1000000000" in page  # the failed gate's rendered report shows the expectation it failed
-
-
-def test_in_one_pass_a_blocked_quarter_publishes_nothing_and_the_others_publish(lake, spark, quality_config):
+def test_in_one_pass_a_blocked_quarter_publishes_none_of_its_tables_and_the_others_publish(lake, spark, quality_config):
     sizes = {q: _training(spark, lake, q).count() for q in ("2013Q1", "2001Q1")}
     small, large = sorted(sizes, key=sizes.get)
     strict = json.loads(json.dumps(quality_config))
-    strict["gates"]["gold"]["min_rows"] = (sizes[small] + sizes[large]) // 2  # the smaller quarter fails, the larger passes
-    files_small = _files(lake, small)
+    # the smaller quarter fails, the larger passes; only the training set's gate reads it, and it runs
+    # after the quarter's route_daily and airport_daily gates have passed
+    strict["gates"]["gold"]["min_rows"] = (sizes[small] + sizes[large]) // 2
+    gold = [get(name) for name in ("gold.route_daily", "gold.airport_daily", "gold.training_set")]
+    files_small = {t.name: _files(lake, small, t) for t in gold}
     results, failures = quarter_build.run_gold(spark, lake, ["2013Q1", "2001Q1"], _ctx(strict, "one-blocked"), {})
     by_quarter = {r.quarter: r for r in results}
-    assert list(failures) == [small] and by_quarter[small].versions == {} and by_quarter[small].digest is None
-    assert set(by_quarter[large].versions) == {"gold.route_daily", "gold.airport_daily", "gold.training_set"}
+    assert list(failures) == [small] and "min_rows" in str(failures[small])
+    assert by_quarter[small].versions == {} and by_quarter[small].digest is None
+    assert set(by_quarter[large].versions) == {t.name for t in gold}
     assert by_quarter[large].rows["gold.training_set"] == sizes[large] and by_quarter[large].digest
-    assert _files(lake, small) == files_small  # the blocked quarter's partition was not touched
+    assert {t.name: _files(lake, small, t) for t in gold} == files_small  # none of the blocked quarter's partitions was touched
+    # the gates ran on the rows in memory: no staged copy was written anywhere
+    s3 = storage.client(lake, "admin")
+    assert list(s3.list_objects("quality", prefix="staging/", recursive=True)) == []
+    report = json.loads(s3.get_object("quality", f"reports/build-test-one-blocked/gold.training_set.{small}.json").read())
+    assert report["success"] is False and [r["rule"] for r in report["results"] if not r["success"]] == ["min_rows"]
+    page = s3.get_object("quality", f"reports/build-test-one-blocked/gold.training_set.{small}.html").read().decode()
+    assert str(strict["gates"]["gold"]["min_rows"]) in page  # the failed gate's rendered report shows the expectation it failed
 
 
 def test_a_failing_silver_gate_blocks_the_batch_and_keeps_it_for_the_next_run(lake, spark, quality_config):

@@ -78,3 +78,35 @@ def test_up_restarts_a_running_service_whose_keys_changed_and_leaves_the_others(
         assert ("changing", "started with other keys or settings: restarting") in said
     finally:
         services.down(settings)
+
+
+def _slow_to_stop(name: str, port: int, folder: Path) -> services.Service:
+    """A service that, on SIGTERM, notes the moment, takes a second and a half to shut down, and notes its exit."""
+    code = (
+        "import http.server, signal, sys, time, threading\n"
+        f"note = lambda what: open({str(folder / name)!r}, 'a').write(f'{{what}} {{time.time()}}\\n')\n"
+        "def term(*_):\n"
+        "    note('term'); time.sleep(1.5); note('exit'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        f"threading.Thread(target=http.server.ThreadingHTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever, daemon=True).start()\n"
+        "while True: time.sleep(0.1)\n"
+    )
+    url = f"http://127.0.0.1:{port}/"
+    return services.Service(name, lambda s: url, lambda s: True, lambda s: ([sys.executable, "-c", code], {}, folder), lambda s: services._http_ok(url))
+
+
+def test_down_stops_the_services_together_not_one_after_the_other(tmp_path, monkeypatch):
+    base = services.free_port_block(2)
+    slow = [_slow_to_stop(name, base + n, tmp_path) for n, name in enumerate(("first", "second"))]
+    monkeypatch.setattr(services, "SERVICES", tuple(slow))
+    settings = settings_from_mapping(services.second_stack_environment(tmp_path / "home", PROJECT_ROOT / ".lakehouse" / "sources"))
+    try:
+        services.up(settings)
+    finally:
+        said: list[tuple[str, str]] = []
+        services.down(settings, on_service=lambda name, message: said.append((name, message)))
+    assert said == [("first", "stopped"), ("second", "stopped"), ("jupyter", "not running")]
+    notes = {s.name: dict(line.split() for line in (tmp_path / s.name).read_text().splitlines()) for s in slow}
+    # each was asked to stop before either had finished stopping
+    assert max(float(n["term"]) for n in notes.values()) < min(float(n["exit"]) for n in notes.values())
+    assert all(services.running_pid(settings, s.name) is None for s in slow)
