@@ -143,10 +143,6 @@ def spark_conf(settings: Settings, roles: Iterable[str], app_name: str, rows: in
         # costs more than it saves (test slice: gold 133 s -> 71 s without it), but on the demo data
         # gold took 257 s without it instead of 190 s. On by default; the tests turn it off.
         "spark.sql.adaptive.enabled": str(settings.spark_adaptive).lower(),
-        # The frames a step caches (silver's fated rows, gold's projection and outputs) are read a few
-        # times within the step and then dropped: choosing and applying a column encoding per batch
-        # (dictionary, run length) was a tenth of the demo build's JVM samples (Java Flight Recorder).
-        "spark.sql.inMemoryColumnarStorage.compressed": "false",
         # Delta: the extension and catalog, few partitions for log replay, and a listing
         # parallelism that does not schedule 10,000 tasks for a VACUUM of a small table.
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
