@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,10 @@ from lakehouse.mlflow_users import login
 from lakehouse.settings import Settings
 
 EXPERIMENT = mlflow_users.EXPERIMENT
+#: The tag on a run that a build's process left unfinished (killed while it logged), closed by a later build.
+ORPHANED = "lakehouse.orphaned"
+
+log = logging.getLogger(__name__)
 
 # MLflow looks up a telemetry endpoint at the first run; nothing leaves this machine.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -96,6 +101,7 @@ def log_build(
     """
     login(settings)
     mlflow.set_tracking_uri(settings.mlflow_uri)
+    close_orphaned_runs(settings, record["build_id"])
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=record["build_id"]) as run:
         record["mlflow_run_id"] = run.info.run_id
@@ -115,6 +121,30 @@ def log_build(
             mlflow.set_tag("error", str(record.get("error") or "")[:5000])
             mlflow.end_run(status="FAILED")
         return run.info.run_id
+
+
+def close_orphaned_runs(settings: Settings, closing: str) -> list[str]:
+    """End as KILLED every run of the experiment still RUNNING, tagged `lakehouse.orphaned`; return their ids.
+
+    A build logs while it holds the writer lease, one writer at a time: when it starts a run, a run
+    still RUNNING belongs to a build whose process died while it logged (a SIGKILL, a lost host),
+    whose manifest row was never written. Left alone, it would show in the MLflow UI as running forever.
+    """
+    tracker = client(settings)
+    experiment = tracker.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    closed = []
+    for run in tracker.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        try:
+            tracker.set_tag(run.info.run_id, ORPHANED, f"its build's process ended before the run did; closed by {closing}")
+            tracker.set_terminated(run.info.run_id, status="KILLED")
+        except mlflow.exceptions.MlflowException as refused:  # e.g. a run of another MLflow user: the build goes on
+            log.warning("MLflow run %s (%s) was left running by a build that died, and could not be ended: %s", run.info.run_id, run.info.run_name, refused)
+            continue
+        log.warning("MLflow run %s (%s) was left running by a build that died; ended as KILLED", run.info.run_id, run.info.run_name)
+        closed.append(run.info.run_id)
+    return closed
 
 
 def flatten_params(prefix: str, config: Mapping[str, Any]) -> dict[str, Any]:

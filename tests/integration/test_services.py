@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from minio import Minio
 from minio.error import S3Error
 
-from lakehouse import lease, mlflow_users, services, storage
+from lakehouse import lease, mlflow_users, services, storage, tracking
 from lakehouse.settings import BUCKETS, load_settings
 from lakehouse.spark import class_archive
 from lakehouse.storage import ROLE_GRANTS
@@ -122,6 +122,26 @@ def test_mlflow_answers_no_request_without_a_login_and_jobs_logs_builds_it_canno
     assert requests.post(f"{uri}/api/2.0/mlflow/runs/delete", json={"run_id": run_id}, auth=jobs, timeout=10).status_code == 403
     admin = ("admin", stack.mlflow_password("admin"))
     assert requests.post(f"{uri}/api/2.0/mlflow/runs/delete", json={"run_id": run_id}, auth=admin, timeout=10).status_code == 200
+
+
+def test_a_run_left_running_by_a_build_that_died_is_ended_as_killed_by_the_next_build_that_logs(stack):
+    uri, jobs = stack.mlflow_uri, ("jobs", stack.mlflow_password("jobs"))  # the builds' MLflow user, as this process
+    found = requests.get(f"{uri}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": mlflow_users.EXPERIMENT}, auth=jobs, timeout=10)
+    experiment = found.json()["experiment"]["experiment_id"]
+
+    def create(name: str) -> str:
+        made = requests.post(f"{uri}/api/2.0/mlflow/runs/create", json={"experiment_id": experiment, "run_name": name}, auth=jobs, timeout=10)
+        assert made.status_code == 200, made.text
+        return made.json()["run"]["info"]["run_id"]
+
+    orphan, finished = create("build-killed-while-logging"), create("build-that-finished")  # a run is RUNNING until it is ended
+    tracker = tracking.client(stack)
+    tracker.set_terminated(finished, status="FINISHED")
+    assert tracking.close_orphaned_runs(stack, "build-next") == [orphan]
+    closed = tracker.get_run(orphan)
+    assert closed.info.status == "KILLED" and "closed by build-next" in closed.data.tags[tracking.ORPHANED]
+    assert tracker.get_run(finished).info.status == "FINISHED" and tracking.ORPHANED not in tracker.get_run(finished).data.tags
+    assert tracking.close_orphaned_runs(stack, "build-after") == []  # nothing left running
 
 
 def test_jupyterlab_starts_on_request_on_loopback_behind_its_token(stack):
