@@ -15,11 +15,16 @@ from lakehouse import services
 from lakehouse.settings import PROJECT_ROOT, settings_from_mapping
 
 
+def _python_service(name: str, port: int, code: str, folder: Path) -> services.Service:
+    """A service whose process runs `code` and is healthy once it answers HTTP on `port`."""
+    url = f"http://127.0.0.1:{port}/"
+    return services.Service(name, lambda s: url, lambda s: True, lambda s: ([sys.executable, "-c", code], {}, folder), lambda s: services._http_ok(url))
+
+
 def _http_server(name: str, port: int, delay_s: float, folder: Path) -> services.Service:
     """A service that starts answering on `port` `delay_s` seconds after its process starts."""
     code = f"import http.server, time; time.sleep({delay_s}); http.server.ThreadingHTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
-    url = f"http://127.0.0.1:{port}/"
-    return services.Service(name, lambda s: url, lambda s: True, lambda s: ([sys.executable, "-c", code], {}, folder), lambda s: services._http_ok(url))
+    return _python_service(name, port, code, folder)
 
 
 def test_up_starts_every_service_before_it_waits_for_the_first(tmp_path, monkeypatch):
@@ -91,8 +96,7 @@ def _slow_to_stop(name: str, port: int, folder: Path) -> services.Service:
         f"threading.Thread(target=http.server.ThreadingHTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever, daemon=True).start()\n"
         "while True: time.sleep(0.1)\n"
     )
-    url = f"http://127.0.0.1:{port}/"
-    return services.Service(name, lambda s: url, lambda s: True, lambda s: ([sys.executable, "-c", code], {}, folder), lambda s: services._http_ok(url))
+    return _python_service(name, port, code, folder)
 
 
 def test_down_stops_the_services_together_not_one_after_the_other(tmp_path, monkeypatch):
