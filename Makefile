@@ -17,7 +17,7 @@ SOURCES     := $(LAKEHOUSE_HOME)/sources
 VEGA        := vega-datasets-3.2.1
 VEGA_SHA256 := 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3
 
-.PHONY: help setup venv jars class-archive data up down status demo lint test test-unit bench clean-state
+.PHONY: help setup venv jars class-archive data up down status demo lint test test-crashes test-unit bench clean-state
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ lint: venv  ## ruff (lint and format check) and mypy over the source; `make test
 
 test: setup lint  ## lint, then every test on TEST_WORKERS processes (each starts its own services in a temporary folder)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+test-crashes: setup  ## the build task SIGKILLed at silver's and gold's write points and retried (a cold Spark process per kill: not in make test)
+	$(BIN)/python -m pytest -m crashes tests/integration/test_crashes.py $(PYTEST_ARGS)
 
 test-unit: setup  ## only the unit tests
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -4,7 +4,8 @@
 InjectedFault, `kill` sends the process SIGKILL (a crash with no cleanup), `once` raises the
 first time only (a marker under <home>/faults records it), so a retry gets through, and `pause` waits
 there the first time until the marker `<home>/faults/<point>.paused`, which it writes, is removed
-(meanwhile one can, say, stop a service under the step).
+(meanwhile one can, say, stop a service under the step). Several points, comma-separated, each
+with its mode: `silver.before_progress:pause,gold.after_publish:once`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ def checkpoint(settings: Settings, point: str) -> None:
     """Fail here if the configuration asks for it; otherwise do nothing."""
     if not settings.fail_at:
         return
-    target, _, mode = settings.fail_at.partition(":")
-    if target != point:
+    modes = [mode for target, _, mode in (spec.strip().partition(":") for spec in settings.fail_at.split(",")) if target == point]
+    if not modes:
         return
+    mode = modes[0]
     if mode == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if mode == "pause":

@@ -258,6 +258,8 @@ class StoreLease:
     def _dead(self, etag: str, document: dict[str, Any]) -> bool:
         """Whether the lease `document` (at `etag`) belongs to a writer that is gone."""
         if document.get("host") == self.host:
+            if str(document.get("pid")) == str(os.getpid()):
+                return True  # this process's own, from a hold it could not release (the store was down): it holds nothing now
             try:
                 os.kill(int(document.get("pid") or 0), 0)
             except ProcessLookupError:

@@ -30,12 +30,13 @@ from dotenv import dotenv_values
 
 from lakehouse import mlflow_users, storage
 from lakehouse.errors import UserError
-from lakehouse.settings import MLFLOW_USERS, ROLES, WRITERS_POOL, Settings, to_environment
+from lakehouse.settings import MLFLOW_USERS, ROLES, TASK_KEYS, WRITERS_POOL, Settings, task_secrets, to_environment
 
 HEALTH_TIMEOUT_S = 90
 
-#: The identities Airflow's tasks act as (never admin, nor the MLflow server's).
-JOB_ROLES = ("ingest", "transform", "maintain", "ml")
+#: The identities Airflow's tasks act as (never admin, nor the MLflow server's). Natively a task holds
+#: only those of its kind (`settings.TASK_KEYS`); compose's scheduler container holds them all.
+JOB_ROLES = tuple(role for role in ROLES if any(role in keys.roles for keys in TASK_KEYS.values()))
 
 
 class ServiceError(UserError):
@@ -319,9 +320,28 @@ def _airflow_secrets(settings: Settings) -> dict[str, str]:
     return json.loads(path.read_text())
 
 
-def _airflow_config(settings: Settings) -> dict[str, str]:
-    """What Airflow's tasks hold of the lakehouse: its settings, the job roles' keys, the pseudonymisation key, MLflow's `jobs` login."""
-    return to_environment(settings, JOB_ROLES, pii_key=True, mlflow_user="jobs")
+def task_keys_dir(settings: Settings) -> Path:
+    """The folder of the Airflow tasks' keys: one file per kind of task (`settings.TASK_KEYS`), mode 600."""
+    return airflow_home(settings) / "task-keys"
+
+
+def write_task_keys(settings: Settings) -> Path:
+    """Write each kind of Airflow task's keys to its own file (rewritten, so a changed key reaches the next task)."""
+    folder = task_keys_dir(settings)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for task in TASK_KEYS:
+        _write_private(folder / f"{task}.env", "".join(f"{name}={value}\n" for name, value in task_secrets(settings, task).items()))
+    return folder
+
+
+def _airflow_lakehouse_env(settings: Settings) -> dict[str, str]:
+    """What Airflow's processes hold of the lakehouse: its settings and no key; a task reads its own from `task_keys_dir`."""
+    return {**to_environment(settings, ()), "LAKEHOUSE_TASK_KEYS_DIR": str(task_keys_dir(settings))}
+
+
+def _airflow_config(settings: Settings) -> object:
+    """Airflow's lakehouse variables and its tasks' keys: `up` restarts Airflow (and so rewrites their files) when one changed."""
+    return [_airflow_lakehouse_env(settings), {task: task_secrets(settings, task) for task in TASK_KEYS}]
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -334,9 +354,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 
     home = airflow_home(settings)
     keys = _airflow_secrets(settings)
+    write_task_keys(settings)
     port = _port(settings.airflow_url)
     return {
-        **_clean_env(), **_airflow_config(settings),
+        **_clean_env(), **_airflow_lakehouse_env(settings),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "orchestration"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -31,6 +31,24 @@ ROLES = ("ingest", "transform", "maintain", "reader", "ml", "mlflow", "admin")
 #: `jobs` and `reader` it holds the password of, `admin` only manages the users.
 MLFLOW_USERS = ("admin", "jobs", "reader")
 
+
+@dataclass(frozen=True)
+class TaskKeys:
+    """What one kind of orchestrated task holds: its roles' keys, the pseudonymisation key or not, its MLflow login."""
+
+    roles: tuple[str, ...]
+    pii_key: bool = False
+    mlflow_user: str | None = None
+
+
+#: The keys of each kind of Airflow task. Airflow's processes hold none: a task reads its kind's file
+#: from LAKEHOUSE_TASK_KEYS_DIR when it starts (`load_settings(task=...)`), which `lakehouse up` writes.
+TASK_KEYS = {
+    "ingest": TaskKeys(("ingest",)),  # the monthly DAG: its sensor lists the landing bucket, its task ingests
+    "build": TaskKeys(("transform",), pii_key=True, mlflow_user="jobs"),  # the quarterly DAG: sensor, build, failure record
+    "maintain": TaskKeys(("maintain",)),  # the quarterly DAG's maintenance
+}
+
 #: Logical bucket names; the physical names can be overridden (LAKEHOUSE_BUCKET_<NAME>).
 BUCKETS = ("landing", "bronze", "silver", "gold", "quality", "mlflow", "control")
 
@@ -150,7 +168,7 @@ class Settings:
             if not self.reads_secrets_file:
                 raise MissingSecret(
                     f"this process holds only the keys of {', '.join(sorted(self.credentials)) or 'no role'}, not those of {role} "
-                    f"({prefix}_ACCESS_KEY): it was started with the keys of its roles only (LAKEHOUSE_SECRETS_FILE is empty)"
+                    f"({prefix}_ACCESS_KEY): it was started with the keys of its roles or its task only (LAKEHOUSE_SECRETS_FILE is empty)"
                 )
             raise MissingSecret(
                 f"{prefix}_ACCESS_KEY and {prefix}_SECRET_KEY are not set. Run `lakehouse up` to "
@@ -288,16 +306,43 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_k
     return env
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def held_secrets(settings: Settings) -> str:
+    """Which secrets a process holds, named without a value: "the keys of transform, the pseudonymisation key and MLflow's jobs login"."""
+    held = [f"the keys of {', '.join(sorted(settings.credentials))}" if settings.credentials else "no role's keys"]
+    if settings.pii_key:
+        held.append("the pseudonymisation key")
+    if settings.mlflow_login:
+        held.append(f"MLflow's {settings.mlflow_login[0]} login")
+    return ", ".join(held[:-1]) + " and " + held[-1] if len(held) > 1 else held[0]
+
+
+def task_secrets(settings: Settings, task: str) -> dict[str, str]:
+    """The secret variables that a task of kind `task` holds (`TASK_KEYS`): the contents of its keys file."""
+    keys = TASK_KEYS[task]
+    held = to_environment(settings, keys.roles, pii_key=keys.pii_key, mlflow_user=keys.mlflow_user)
+    return {name: value for name, value in held.items() if name not in to_environment(settings, ())}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, task: str | None = None) -> Settings:
     """Read the environment, `.env` and the generated secrets file; the only reader of the environment.
 
     With LAKEHOUSE_SECRETS_FILE set and empty, the file is not read: the process holds only the keys
-    in its environment (the services' children, see `to_environment`).
+    in its environment (the services' children, see `to_environment`). An Airflow task names its
+    kind (`task`, one of `TASK_KEYS`): where LAKEHOUSE_TASK_KEYS_DIR is set (Airflow's processes, which
+    hold no key themselves), it reads only that kind's keys, from `<dir>/<task>.env`.
     """
     env = dict(os.environ if environ is None else environ)
     dotenv = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
     merged = {**dotenv, **env}
     found = settings_from_mapping(merged)
+    if task is not None and merged.get("LAKEHOUSE_TASK_KEYS_DIR"):
+        if task not in TASK_KEYS:
+            raise ValueError(f"unknown task {task!r}; tasks are {', '.join(TASK_KEYS)}")
+        path = Path(merged["LAKEHOUSE_TASK_KEYS_DIR"]) / f"{task}.env"
+        if not path.is_file():
+            raise MissingSecret(f"{path} is missing: `lakehouse up` writes the keys of each kind of Airflow task there")
+        held = {k: v for k, v in dotenv_values(path).items() if v is not None}
+        return settings_from_mapping({**held, **merged})
     if not found.reads_secrets_file:
         return found
     generated = {k: v for k, v in dotenv_values(found.secrets_file).items() if v is not None}

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from lakehouse import audit, faults, inspect, quality, quarters, storage
 from lakehouse.lease import writer_lease
 from lakehouse.runs import RunContext
-from lakehouse.settings import Settings, load_settings
+from lakehouse.settings import Settings, held_secrets, load_settings
 from lakehouse.tables import BRONZE_TABLES
 
 if TYPE_CHECKING:
@@ -66,12 +66,19 @@ def _naive_utc(moment: datetime | None) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0) if moment.tzinfo else moment.replace(microsecond=0)
 
 
+def task_settings(task: str) -> Settings:
+    """The settings of an Airflow task of kind `task`: only its kind's keys where Airflow runs it (`settings.TASK_KEYS`), said in its log."""
+    settings = load_settings(task=task)
+    log.info("%s task: holds %s", task, held_secrets(settings))
+    return settings
+
+
 # ---------------------------------------------------------------- readiness (no Spark)
 
 
 def extracts_landed(month: str, settings: Settings | None = None) -> list[str]:
     """The monthly extracts of `month` in the landing bucket (what a sensor waits for)."""
-    settings = settings or load_settings()
+    settings = settings or task_settings("ingest")
     s3 = storage.client(settings, "ingest")
     found = []
     for table in BRONZE_TABLES:
@@ -90,7 +97,7 @@ def months_ingested(settings: Settings | None = None) -> list[str]:
 
 def quarter_ingested(quarter: str, settings: Settings | None = None) -> bool:
     """True when all three months of `quarter` have been ingested."""
-    return quarter in quarters.complete(months_ingested(settings))
+    return quarter in quarters.complete(months_ingested(settings or task_settings("build")))
 
 
 # ---------------------------------------------------------------- steps (Spark)
@@ -126,7 +133,7 @@ def ingest(
 
 def ingest_task(month: str, run_id: str, started_at: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """The monthly DAG's ingest task: `ingest` of the month's extracts; a JSON summary."""
-    report = ingest(run_id, started_at, months=[month], settings=settings)
+    report = ingest(run_id, started_at, months=[month], settings=settings or task_settings("ingest"))
     return {"run_id": run_id, "month": month, "objects": report.objects, "rows": report.rows, "feeds": [dataclasses.asdict(f) for f in report.feeds]}
 
 
@@ -226,7 +233,7 @@ def build_step(
 
 def build_task(quarter: str, run_id: str, force: bool = False, settings: Settings | None = None) -> dict[str, Any]:
     """The DAG's build task: `build_step` for the run's quarter and the earlier stale ones; a JSON summary."""
-    settings = settings or load_settings()
+    settings = settings or task_settings("build")
     # the run answers for its own quarter: an earlier quarter blocked by its gates is recorded as a
     # FAILED build and reported, but does not fail this run; a crash is left to the retries, and the
     # failure callback records the final one
@@ -247,7 +254,7 @@ def record_failure(quarter: str, run_id: str, step: str, error: BaseException | 
     from pipeline import staleness
     from pipeline.record import record
 
-    settings = settings or load_settings()
+    settings = settings or task_settings("build")
     with writer_lease(settings, f"record the failure of {run_id}"):
         error = error if error is not None else RuntimeError(f"{step} failed")
         gates = quality.gate_refs([error.result]) if isinstance(error, quality.GateFailed) else []
@@ -322,6 +329,6 @@ def maintain_task(run_type: str | None = None, settings: Settings | None = None,
     if run_type == "backfill":
         log.info("backfill run: maintenance left to `lakehouse maintain` or the next scheduled run")
         return {"tables": 0, "bytes_saved": 0, "kept_for": [], "skipped": "backfill"}
-    reports = maintain(settings, run_id=run_id)
+    reports = maintain(settings or task_settings("maintain"), run_id=run_id)
     saved = sum(r.bytes_before - r.bytes_after for r in reports)
     return {"tables": len(reports), "bytes_saved": saved, "kept_for": sorted({k for r in reports for k in r.kept_for})}

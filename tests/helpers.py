@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import signal
 import subprocess
 import sys
 import time
@@ -50,3 +51,9 @@ def one_after_another(runs: list[str]) -> bool:
     """Whether the runs that made a table's commits (oldest first) wrote one after another: no run's commits on both sides of another's."""
     blocks = [run for n, run in enumerate(runs) if n == 0 or runs[n - 1] != run]
     return len(blocks) == len(set(blocks))
+
+
+def run_killed_at(point: str, call: str, env: dict[str, str]) -> None:
+    """Run the Python `call` (an Airflow task's step, as one try runs it) in a process of its own, SIGKILLed at the fault point `point`."""
+    crashed = subprocess.run([sys.executable, "-c", call], env={**env, "LAKEHOUSE_FAIL_AT": f"{point}:kill"}, capture_output=True, text=True, timeout=600)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-5000:]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-import signal
-import subprocess
-import sys
 from datetime import datetime
 
 import pytest
@@ -19,7 +16,7 @@ from lakehouse.lease import writer_lease
 from lakehouse.spark import local_frame
 from lakehouse.tables import BUILDS, INGEST_LOG, get
 from pipeline import steps
-from tests.helpers import one_after_another, source_rows, wait_until_all_say
+from tests.helpers import one_after_another, run_killed_at, source_rows, wait_until_all_say
 
 pytestmark = pytest.mark.integration
 
@@ -98,10 +95,7 @@ def test_malformed_lines_are_flagged_never_dropped(empty_lake, spark):
 
 def _killed_ingest_task(lake_env: dict[str, str], month: str, run_id: str, point: str) -> None:
     """The monthly DAG's ingest task (`steps.ingest_task`, as an Airflow try runs it) in a process of its own, SIGKILLed at `point`."""
-    code = f"from pipeline import steps; steps.ingest_task({month!r}, {run_id!r})"
-    env = {**os.environ, **lake_env, "LAKEHOUSE_FAIL_AT": f"{point}:kill"}
-    crashed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    run_killed_at(point, f"from pipeline import steps; steps.ingest_task({month!r}, {run_id!r})", {**os.environ, **lake_env})
 
 
 def test_killed_twice_and_retried_on_the_same_run_id_every_row_is_ingested_exactly_once(empty_lake, spark, lake_env, read_landing):

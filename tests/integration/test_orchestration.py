@@ -8,6 +8,8 @@ triggerer on loopback, SQLite, LocalExecutor). The tests of this module share on
 from __future__ import annotations
 
 import json
+import re
+import time
 from datetime import datetime
 
 import psutil
@@ -38,6 +40,22 @@ def lake(module_lake, airflow):
     return settings
 
 
+def _wait_for(condition, running, timeout_s: float = 600) -> None:
+    """Wait until `condition()` holds; fail at once if the background command `running` ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert running.proc.poll() is None and time.monotonic() < deadline, running.output()[-5000:]
+        time.sleep(0.2)
+
+
+def _held(output: str) -> dict[str, set[str]]:
+    """What each task of a `dags test` said it held (`steps.task_settings`), by kind of task."""
+    held: dict[str, set[str]] = {}
+    for task, keys in re.findall(r"(\w+) task: holds (.+?)\s+\[pipeline\.steps\]", output):
+        held.setdefault(task, set()).add(keys)
+    return held
+
+
 def _ingested(spark, settings) -> list[str]:
     log = delta.read(spark, INGEST_LOG.location(settings)).where("status = 'committed'")
     return sorted(r[0] for r in log.select("object_key").collect())
@@ -49,25 +67,41 @@ def test_the_monthly_dag_ingests_its_month_and_a_rerun_adds_nothing(lake, spark,
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     objects = _ingested(spark, lake)
     assert [o for o in objects if "/flights/" in o or "/weather/" in o] == ["nyc/flights/2013-01.csv", "nyc/weather/2013-01.csv"]
+    assert _held(done.stdout + done.stderr) == {"ingest": {"the keys of ingest"}}  # the sensor's and the task's keys
     assert {"nyc/planes/planes.csv", "nyc/airlines/airlines.csv"} <= set(objects)
     rows = delta.read(spark, get("bronze.nyc_flights").location(lake)).count()
 
-    again = cli("airflow", "dags", "test", "lakehouse_monthly_ingest", "2013-02-01", check=False, timeout=1200)
-    assert again.returncode == 0, again.stderr[-3000:]
+    # the same task again, as a rerun of the run runs it (here, not through another `dags test`): nothing new
+    again = steps.ingest_task("2013-01", steps.run_id_for("ingest", "manual__2013-02-01T00:00:00+00:00"), settings=lake)
+    assert again["objects"] == again["rows"] == 0
     assert _ingested(spark, lake) == objects and delta.read(spark, get("bronze.nyc_flights").location(lake)).count() == rows
 
 
-def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake, spark, cli):
+def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake, spark, cli, start_cli):
     steps.ingest("ingest-rest", T0, settings=lake)  # the other months, as the monthly DAG would
     env = {
-        "LAKEHOUSE_FAIL_AT": "gold.after_publish:once",  # gold publishes, then its task dies
-        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+        # the first try: silver MERGEs, then the S3 server stops under it before it records its
+        # progress; the second: gold publishes, then the task dies; the third ends the build
+        "LAKEHOUSE_FAIL_AT": "silver.before_progress:pause,gold.after_publish:once",
+        "LAKEHOUSE_S3_RETRIES": "1",  # the stopped server fails the try at once, not after S3A's retries (75 s)
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
+        "PYTHONUNBUFFERED": "1",
     }
     # a run on Jul 1 builds the quarter that ended then: 2013Q2
-    done = cli("airflow", "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env, check=False, timeout=1200)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-5000:]
+    running = start_cli("airflow", "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env)
+    paused = lake.home / "faults" / "silver.before_progress.paused"
+    _wait_for(lambda: paused.exists(), running)
+    try:
+        services.stop(lake, "s3")
+        paused.unlink()
+        _wait_for(lambda: "Task failed with exception" in running.output(), running)  # the try fails; its retry waits 5 s
+    finally:
+        services.up(lake, names=["s3"])
+    assert running.wait(1200) == 0, running.output()[-5000:]
+    output = running.output()
     assert "injected fault at gold.after_publish" in output and (lake.home / "faults" / "gold.after_publish").exists()
+    # the sensor, both tries of the build and the maintenance held their kind's keys only
+    assert _held(output) == {"build": {"the keys of transform, the pseudonymisation key and MLflow's jobs login"}, "maintain": {"the keys of maintain"}}
 
     training = delta.read(spark, TRAINING_SET.location(lake)).where("quarter = '2013Q2'")
     eligible = delta.read(spark, SILVER_FLIGHTS.location(lake)).where(
@@ -142,14 +176,18 @@ def test_status_json_reports_every_service_healthy(cli, airflow):
     assert status["services"]["s3"]["url"].startswith("http://127.0.0.1:")
 
 
-def test_airflow_answers_no_request_without_a_login_and_holds_only_the_job_roles_keys(airflow):
+def test_airflow_answers_no_request_without_a_login_and_its_processes_hold_no_key(airflow):
     assert requests.get(f"{airflow.airflow_url}/api/v2/dags", timeout=10).status_code == 401
     wrong = requests.post(f"{airflow.airflow_url}/auth/token", json={"username": "admin", "password": "not-the-password"}, timeout=10)
     assert wrong.status_code == 401
-    # the scheduler (whose forks run the tasks) holds the job roles' keys and MLflow's `jobs` login, no file to read others from
-    held = load_settings(psutil.Process(services.running_pid(airflow, "airflow-scheduler")).environ())
-    assert not held.reads_secrets_file and set(held.credentials) == set(services.JOB_ROLES)
-    assert held.mlflow_login is not None and held.mlflow_login[0] == "jobs" and "admin" not in held.mlflow_passwords
+    # Airflow's processes hold no key, no pseudonymisation key, no MLflow login, and read no secrets
+    # file; a task reads its kind's keys when it starts (what the DAG tests' tasks held: above)
+    environs = {name: psutil.Process(services.running_pid(airflow, name)).environ() for name in services.AIRFLOW}
+    readable = {name: environ for name, environ in environs.items() if "AIRFLOW_HOME" in environ}  # the API server retitles itself over its environment
+    assert "airflow-scheduler" in readable, list(readable)
+    for name, environ in readable.items():
+        held = load_settings(environ)
+        assert not held.reads_secrets_file and not held.credentials and held.pii_key is None and not held.mlflow_passwords, name
 
 
 def test_every_listening_socket_of_the_stack_is_on_loopback(airflow):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import re
 import socket
 import ssl
@@ -241,6 +242,11 @@ def test_a_lease_left_by_a_dead_process_of_this_host_is_taken_at_once_and_a_hold
     assert mine.current()[1]["step"] == "build build-c"  # type: ignore[index]
     mine.release()
     assert mine.current() is None
+    # so is one this very process could not release (the store was down then): it holds nothing now
+    s3.put_object(Bucket="control", Key=lease.LEASE_KEY, Body=json.dumps({**dead, "pid": os.getpid(), "step": "build unreleased"}).encode())
+    again = lease.StoreLease(settings, "transform", "build build-c2")
+    again.acquire(0)
+    again.release()
 
     # a holder that stalled past a TTL finds at its next renewal that another writer took the lease over
     stalled = lease.StoreLease(_lease_settings(stack, ttl=0.4), "transform", "build build-d")

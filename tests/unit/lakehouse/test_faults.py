@@ -27,3 +27,16 @@ def test_a_paused_checkpoint_waits_until_its_marker_is_removed_and_only_the_firs
     faults.checkpoint(settings, "silver.before_progress")  # the second time: no pause
     faults.checkpoint(settings, "silver.start")  # another point: nothing
     assert not marker.exists()
+
+
+def test_several_points_each_fail_in_their_own_mode(tmp_path):
+    import pytest
+
+    settings = settings_from_mapping({"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_FAIL_AT": "gold.after_publish:once, silver.start"})
+    with pytest.raises(faults.InjectedFault, match="injected fault at gold.after_publish"):
+        faults.checkpoint(settings, "gold.after_publish")
+    faults.checkpoint(settings, "gold.after_publish")  # once: the retry passes
+    for _ in range(2):
+        with pytest.raises(faults.InjectedFault, match="injected fault at silver.start"):
+            faults.checkpoint(settings, "silver.start")  # raise: every time
+    faults.checkpoint(settings, "silver.before_progress")  # not named: nothing

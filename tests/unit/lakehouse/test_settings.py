@@ -79,6 +79,35 @@ def test_a_child_holds_only_the_keys_of_its_roles_though_the_secrets_file_holds_
     assert set(builder.credentials) == {"ingest", "transform"} and builder.pii_key == parent.pii_key
 
 
+def test_an_airflow_task_holds_only_the_keys_of_its_kind_and_airflow_itself_none(tmp_path):
+    from lakehouse import services
+    from lakehouse.settings import TASK_KEYS, held_secrets
+
+    services.generate_secrets(tmp_path / "secrets.env")
+    parent = load_settings({"LAKEHOUSE_HOME": str(tmp_path)})
+    airflow = {k: v for k, v in services.airflow_env(parent).items() if k.startswith("LAKEHOUSE_")}  # every Airflow process's
+    folder = Path(airflow["LAKEHOUSE_TASK_KEYS_DIR"])
+    assert sorted(p.name for p in folder.iterdir()) == ["build.env", "ingest.env", "maintain.env"]
+    assert folder.stat().st_mode & 0o777 == 0o700 and all(p.stat().st_mode & 0o777 == 0o600 for p in folder.iterdir())
+    itself = load_settings(airflow)
+    assert not itself.credentials and itself.pii_key is None and not itself.mlflow_passwords
+    assert held_secrets(itself) == "no role's keys"
+    held = {task: load_settings(airflow, task=task) for task in TASK_KEYS}
+    assert {task: set(s.credentials) for task, s in held.items()} == {"ingest": {"ingest"}, "build": {"transform"}, "maintain": {"maintain"}}
+    assert held["build"].credentials_for("transform") == parent.credentials_for("transform") and held["build"].pii_key == parent.pii_key
+    assert held["ingest"].pii_key is None and held["maintain"].pii_key is None
+    assert held["build"].mlflow_login == ("jobs", parent.mlflow_passwords["jobs"]) and held["ingest"].mlflow_login is None
+    assert held_secrets(held["build"]) == "the keys of transform, the pseudonymisation key and MLflow's jobs login"
+    assert held_secrets(held["maintain"]) == "the keys of maintain"
+    with pytest.raises(MissingSecret, match="holds only the keys of ingest, not those of transform"):
+        held["ingest"].credentials_for("transform")
+    # outside Airflow (no keys folder) a task's steps read the secrets file, as the CLI does
+    assert set(load_settings({"LAKEHOUSE_HOME": str(tmp_path)}, task="build").credentials) == set(parent.credentials)
+    (folder / "build.env").unlink()
+    with pytest.raises(MissingSecret, match="build.env is missing: `lakehouse up` writes"):
+        load_settings(airflow, task="build")
+
+
 def test_an_older_secrets_file_gains_the_keys_of_new_roles_and_keeps_its_own(tmp_path):
     from dotenv import dotenv_values
 
