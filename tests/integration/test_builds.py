@@ -28,7 +28,7 @@ from lakehouse.lease import writer_lease
 from lakehouse.runs import RunContext
 from lakehouse.tables import BUILDS, PROGRESS, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
-from tests.helpers import start_lakehouse, wait_until_all_say
+from tests.helpers import one_arrival_delay_later, start_lakehouse, wait_until_all_say
 
 pytestmark = pytest.mark.integration
 
@@ -147,15 +147,7 @@ def test_a_build_of_unchanged_inputs_is_skipped_and_names_the_build_it_would_rep
 
 
 def test_one_changed_value_changes_the_digest_and_the_earlier_build_still_loads(lake, spark, quality_config, read_landing):
-    lines = read_landing("nyc/flights/2013-02.csv").decode().splitlines()
-    header = lines[0].split(",")
-    col = header.index("arr_delay")
-    dep = header.index("dep_time")
-    n = next(i for i in range(1, len(lines)) if "NA" not in (lines[i].split(",")[col], lines[i].split(",")[dep]))
-    fields = lines[n].split(",")
-    fields[col] = str(int(fields[col]) + 1)
-    lines[n] = ",".join(fields)
-    landing.land_bytes(lake, "nyc/flights/2013-02.csv", ("\n".join(lines) + "\n").encode())
+    landing.land_bytes(lake, "nyc/flights/2013-02.csv", one_arrival_delay_later(read_landing("nyc/flights/2013-02.csv")))
     assert ingest.run(spark, lake, "ingest-correction", T0).objects == 1
 
     corrected = _build(spark, lake, quality_config, "corrected")

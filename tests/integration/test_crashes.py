@@ -20,7 +20,7 @@ from lakehouse import delivery, delta, landing
 from lakehouse.runs import RunContext
 from lakehouse.tables import SILVER_FLIGHTS, TRAINING_SET
 from pipeline import build as builder
-from tests.helpers import run_killed_at
+from tests.helpers import one_arrival_delay_later, run_killed_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.crashes]
 
@@ -43,14 +43,7 @@ def lake(module_lake, spark, quality_config):
 
 def test_a_build_task_killed_after_silver_and_then_after_gold_wrote_and_retried_counts_every_flight_once(lake, spark, quality_config, read_landing, lake_env):
     # a late correction of one arrival delay in February
-    lines = read_landing("nyc/flights/2013-02.csv").decode().splitlines()
-    header = lines[0].split(",")
-    col, dep = header.index("arr_delay"), header.index("dep_time")
-    n = next(i for i in range(1, len(lines)) if "NA" not in (lines[i].split(",")[col], lines[i].split(",")[dep]))
-    fields = lines[n].split(",")
-    fields[col] = str(int(fields[col]) + 1)
-    lines[n] = ",".join(fields)
-    landing.land_bytes(lake, "nyc/flights/2013-02.csv", ("\n".join(lines) + "\n").encode())
+    landing.land_bytes(lake, "nyc/flights/2013-02.csv", one_arrival_delay_later(read_landing("nyc/flights/2013-02.csv")))
     assert ingest.run(spark, lake, "ingest-correction", T0).objects == 1
     flights = delta.read(spark, SILVER_FLIGHTS.location(lake)).count()
     builds = delivery.builds(lake)
