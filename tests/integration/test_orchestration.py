@@ -80,8 +80,9 @@ def test_the_monthly_dag_ingests_its_month_and_a_rerun_adds_nothing(lake, spark,
 def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake, spark, cli, start_cli):
     steps.ingest("ingest-rest", T0, settings=lake)  # the other months, as the monthly DAG would
     env = {
-        # the first try: silver MERGEs, then the S3 server stops under it before it records its
-        # progress; the second: gold publishes, then the task dies; the third ends the build
+        # the first try: silver publishes its first table (the airports), then the S3 server stops
+        # under it before it records its progress; the second: silver and gold publish, then the
+        # task dies; the third ends the build
         "LAKEHOUSE_FAIL_AT": "silver.before_progress:pause,gold.after_publish:once",
         "LAKEHOUSE_S3_RETRIES": "1",  # the stopped server fails the try at once, not after S3A's retries (75 s)
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
