@@ -4,8 +4,8 @@ Not part of `make test`: each SIGKILL needs a cold Spark process of its own (abo
 cores), which the suite's 12-minute budget has not got. `make test-crashes` runs them, and so does
 `.ci/run` after `make test`. The ingest's SIGKILLs (before and after the bronze write, twice on one
 run id) are in the suite (`test_bronze.py`), and so are a failure at silver's checkpoint and its
-retry (`test_silver_gold.py`) and a failure after gold's publish retried by Airflow, with the S3
-server stopped under an earlier try (`test_orchestration.py`).
+retry (`test_silver_gold.py`) and the S3 server stopped under a build in the middle of silver,
+then Airflow's retry (`test_orchestration.py`).
 """
 
 from __future__ import annotations
