@@ -320,7 +320,8 @@ def task_secrets(settings: Settings, task: str) -> dict[str, str]:
     """The secret variables that a task of kind `task` holds (`TASK_KEYS`): the contents of its keys file."""
     keys = TASK_KEYS[task]
     held = to_environment(settings, keys.roles, pii_key=keys.pii_key, mlflow_user=keys.mlflow_user)
-    return {name: value for name, value in held.items() if name not in to_environment(settings, ())}
+    keyless = to_environment(settings, ())
+    return {name: value for name, value in held.items() if name not in keyless}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, task: str | None = None) -> Settings:

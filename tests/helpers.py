@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,17 @@ def start_lakehouse(args: list[str], env: dict[str, str], log: Path) -> Started:
     return Started(proc, log)
 
 
+def wait_until(condition: Callable[[], bool], started: list[Started], timeout_s: float = 60) -> None:
+    """Wait until `condition()` holds; fail at once if one of the background processes `started` ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert all(s.proc.poll() is None for s in started) and time.monotonic() < deadline, [s.output()[-5000:] for s in started]
+        time.sleep(0.2)
+
+
 def wait_until_all_say(started: list[Started], text: str, timeout_s: float = 60) -> None:
     """Wait until every process has written `text`; fail at once if one of them ends first."""
-    deadline = time.monotonic() + timeout_s
-    while not all(text in s.output() for s in started):
-        assert all(s.proc.poll() is None for s in started) and time.monotonic() < deadline, [s.output() for s in started]
-        time.sleep(0.2)
+    wait_until(lambda: all(text in s.output() for s in started), started, timeout_s)
 
 
 def one_after_another(runs: list[str]) -> bool:

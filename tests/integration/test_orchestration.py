@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import datetime
 
 import psutil
@@ -23,6 +22,7 @@ from lakehouse.settings import load_settings
 from lakehouse.tables import BUILDS, INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
 from pipeline import build as builder
 from pipeline import staleness, steps
+from tests.helpers import wait_until, wait_until_all_say
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +38,6 @@ def lake(module_lake, airflow):
     landing.land(settings, ["nyc_flights", "nyc_weather"], months, every=12)
     landing.land(settings, ["nyc_airports", "nyc_airlines", "nyc_planes", "bts_airports"])
     return settings
-
-
-def _wait_for(condition, running, timeout_s: float = 600) -> None:
-    """Wait until `condition()` holds; fail at once if the background command `running` ends first."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert running.proc.poll() is None and time.monotonic() < deadline, running.output()[-5000:]
-        time.sleep(0.2)
 
 
 def _held(output: str) -> dict[str, set[str]]:
@@ -92,11 +84,11 @@ def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake,
     # a run on Jul 1 builds the quarter that ended then: 2013Q2
     running = start_cli("airflow", "dags", "test", "lakehouse_quarterly_build", "2013-07-01", env=env)
     paused = lake.home / "faults" / "silver.before_progress.paused"
-    _wait_for(lambda: paused.exists(), running)
+    wait_until(paused.exists, [running], 600)
     try:
         services.stop(lake, "s3")
         paused.unlink()
-        _wait_for(lambda: "Task failed with exception" in running.output(), running)  # the try fails; its retry waits 15 s
+        wait_until_all_say([running], "Task failed with exception", 600)  # the try fails; its retry waits 15 s
     finally:
         services.up(lake, names=["s3"])
     assert running.wait(1200) == 0, running.output()[-5000:]
