@@ -35,6 +35,8 @@ def test_ingest_is_exact_incremental_and_idempotent(empty_lake, spark, read_land
 
     first = ingest.run(spark, settings, "ingest-t1", T0)
     assert first.objects == 3
+    # the log was created, then took two commits for the three feeds: every object pending, every outcome
+    assert [c["operation"] for c in reversed(inspect.history(settings, INGEST_LOG))] == ["CREATE TABLE", "WRITE", "WRITE"]
     for table in ("bronze.bts_flights", "bronze.nyc_flights", "bronze.nyc_airlines"):
         for key, n in _per_object(spark, settings, table).items():
             assert n == source_rows(read_landing(key)), key
