@@ -1,9 +1,11 @@
-"""Fault injection: a checkpoint that pauses waits for its marker to go, once."""
+"""Fault injection: a checkpoint that pauses waits for its marker to go, once; several points, each in its own mode."""
 
 from __future__ import annotations
 
 import threading
 import time
+
+import pytest
 
 from lakehouse import faults
 from lakehouse.settings import settings_from_mapping
@@ -30,8 +32,6 @@ def test_a_paused_checkpoint_waits_until_its_marker_is_removed_and_only_the_firs
 
 
 def test_several_points_each_fail_in_their_own_mode(tmp_path):
-    import pytest
-
     settings = settings_from_mapping({"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_FAIL_AT": "gold.after_publish:once, silver.start"})
     with pytest.raises(faults.InjectedFault, match="injected fault at gold.after_publish"):
         faults.checkpoint(settings, "gold.after_publish")
