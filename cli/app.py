@@ -38,6 +38,7 @@ app.command(name="tables")(browse.list_tables)
 app.command()(browse.history)
 app.command()(browse.export)
 app.command(name="builds")(browse.list_builds)
+app.command()(browse.drift)
 app.command()(build.maintain)
 
 

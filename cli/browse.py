@@ -11,7 +11,7 @@ import typer
 
 from cli.preflight import settings_needing
 from cli.render import err, summary
-from lakehouse import delivery, inspect, tables
+from lakehouse import delivery, inspect, quality, tables
 from lakehouse.settings import Settings
 
 
@@ -85,6 +85,40 @@ def list_builds(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         ],
     )  # fmt: skip
     print_mlflow(settings)
+
+
+def drift(
+    quarter: Annotated[str, typer.Argument(help="The quarter, e.g. 2001Q2.")],
+    build: Annotated[str, typer.Option(help="A build id of the quarter, or latest (of any status: a blocked build shows why).")] = "latest",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Each feature's drift in a build of QUARTER against the latest build of the quarter before (read as the reader role)."""
+    settings = settings_needing("s3")
+    record = delivery.resolve(settings, quarter, build, role="reader", succeeded_only=False)
+    report = quality.drift_report(settings, record)
+    found = {"build_id": record["build_id"], "status": record["status"], **report}
+    if as_json:
+        print(json.dumps(found))
+        return
+    ref = report["reference"]
+    if ref is None:
+        err.print(f"{quarter} (build {record['build_id']}): {report['reason']}")
+        return
+    warn, block = report["warn_psi"], report["block_psi"] if report["block_psi"] is not None else float("inf")  # None: never blocks
+    summary(
+        f"drift of {quarter} (build {record['build_id']}, {report['rows']:,} rows) against {ref['quarter']} "
+        f"({ref['source']}{' ' + ref['build_id'] if ref['build_id'] else ''}, {ref['rows']:,} rows)",
+        ["feature", "kind", "PSI", "null rate", "null rate before", "verdict"],
+        [
+            [f["feature"], f["kind"], f"{f['psi']:.4f}", _rate(f["null_rate"]), _rate(f["reference_null_rate"]), f["verdict"]]
+            for f in report["features"]
+        ],
+    )  # fmt: skip
+    err.print(f"the build's thresholds: PSI above {warn:g} warns, above {block:g} blocks (config/quality.toml [gates.drift]); MLflow run {record['mlflow_run_id']}")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def print_mlflow(settings: Settings) -> None:

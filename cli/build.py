@@ -60,11 +60,12 @@ def print_build_summary(report: BuildReport, total_seconds: float) -> None:
     if built:
         summary(
             "gold, built in one pass (rows per quarter; training rows = eligible silver flights)",
-            ["quarter", "eligible", "training_set", "route_daily", "airport_daily", "versions (ts/route/airport)", "built because"],
+            ["quarter", "eligible", "training_set", "route_daily", "airport_daily", "versions (ts/route/airport)", "built because", "drift (max PSI)"],
             [
                 [
                     g.quarter, g.eligible_rows, g.rows.get("gold.training_set", 0), g.rows.get("gold.route_daily", 0), g.rows.get("gold.airport_daily", 0),
                     "/".join(str(g.versions.get(t, "-")) for t in ("gold.training_set", "gold.route_daily", "gold.airport_daily")), g.stale_reason or "-",
+                    _drift_cell(g),
                 ]
                 for g in built
             ],
@@ -73,6 +74,16 @@ def print_build_summary(report: BuildReport, total_seconds: float) -> None:
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
     started = "" if "spark start" in report.seconds else "no Spark started (nothing new); "
     err.print(f"{gates} gates passed; {started}{timings}; total {total_seconds:.1f} s")
+
+
+def _drift_cell(g: GoldResult) -> str:
+    """A quarter's largest feature drift and its reference, for the summary (`lakehouse drift QUARTER` has each feature)."""
+    if g.drift is None:
+        return "-"
+    if not g.drift["features"]:
+        return "no quarter before"
+    top = max(g.drift["features"], key=lambda f: f["psi"])
+    return f"{top['psi']:.3f} {top['feature']} vs {g.drift['reference']['quarter']}"
 
 
 def _wanted_quarters(settings: Settings, given: list[str] | None, all_quarters: bool) -> list[str]:

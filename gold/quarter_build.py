@@ -3,11 +3,14 @@
 Silver is read once into a cached projection of the columns gold needs: the quarters' months and
 the lookback their trailing windows read (`LOOKBACK_DAYS`, from `gold.training_set`'s windows).
 Each gold table is written once per pass, replacing exactly the partitions of the quarters built, so
-rebuilding 2001Q1 leaves 2001Q2 untouched. A quarter blocked by its gates publishes none of its tables.
+rebuilding 2001Q1 leaves 2001Q2 untouched. A quarter blocked by its gates publishes none of its tables;
+after its three gates, a quarter's drift against the quarter before is one more gate (`gold.drift`).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,14 +22,16 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from gold import airport_daily, route_daily, training_set
+from gold import airport_daily, drift, route_daily, training_set
 from gold.daily import eligible
 from gold.training_set import LOOKBACK_DAYS
-from lakehouse import delta, digest, faults, inspect, quality, quarters
+from lakehouse import delivery, delta, digest, faults, inspect, quality, quarters
 from lakehouse.runs import RunContext
 from lakehouse.settings import Settings
 from lakehouse.spark import adaptive_for, job_description
 from lakehouse.tables import AIRPORT_DAILY, REGISTRY, ROUTE_DAILY, SILVER_FLIGHTS, SILVER_WEATHER, TRAINING_SET, Table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +49,7 @@ class GoldResult:
     stale_reason: str | None = None  # why it was built ("never built", "silver.flights changed in 2013-05", "forced")
     gate_refs: list[dict[str, Any]] = field(default_factory=list)  # this quarter's gates (suite, success, report)
     error: str | None = None  # the gate that blocked it
+    drift: dict[str, Any] | None = None  # its features' drift against the quarter before (`gold.drift`)
     seconds: float = 0.0  # the quarter's share of the pass that built it
 
 
@@ -87,6 +93,62 @@ def _any_of(conditions: list[Column]) -> Column:
     return reduce(lambda a, b: a | b, conditions)
 
 
+def _drift(
+    spark: SparkSession, settings: Settings, ctx: RunContext, rows: DataFrame, passed: list[str], results: Mapping[str, GoldResult], failures: dict[str, quality.GateFailed]
+) -> list[str]:
+    """Compare each passed quarter's training rows with the latest build of the quarter before; return the quarters still passing.
+
+    The reference is that quarter's rows of this pass when it passed its gates here, else its
+    latest succeeded build, read at the version the build wrote. Each quarter's report becomes its
+    drift gate (`gold.drift`): a feature above `gates.drift.block_psi` blocks the quarter like any
+    failed gate. A quarter that blocks is no reference for the next one: the next is compared again
+    with the last succeeded build instead.
+    """
+    cfg = drift.config(ctx.config)
+    numeric, categorical = drift.compared(exclude=cfg.get("exclude", ()))
+    recorded = delivery.latest_succeeded(delivery.builds(settings, "transform"))
+    location = TRAINING_SET.location(settings)
+    in_pass, reports = set(passed), dict[str, dict[str, Any]]()
+    todo = list(passed)
+    while todo:
+        pairs = []
+        for quarter in todo:
+            before = drift.previous_quarter(quarter)
+            if before in in_pass:
+                pairs.append(drift.Pair(quarter, rows.where(F.col("quarter") == quarter), before, rows.where(F.col("quarter") == before), None))
+            elif before in recorded:
+                build = recorded[before]
+                stored = delta.read(spark, location, build["tables_written"][TRAINING_SET.name]).where(F.col("quarter") == before)
+                pairs.append(drift.Pair(quarter, rows.where(F.col("quarter") == quarter), before, stored, build["build_id"]))
+            else:
+                reports[quarter] = drift.no_reference(quarter)
+        reports.update(drift.reports(pairs, numeric, categorical))
+        blocked = {q for q in todo if (reports[q]["max_psi"] or 0.0) > float(cfg["block_psi"])}
+        in_pass -= blocked
+        # a quarter compared with one that has just blocked is compared again, with that quarter's last succeeded build
+        todo = [q for q in passed if q in in_pass and drift.previous_quarter(q) in blocked]
+    still = []
+    for quarter in passed:
+        report, result = reports[quarter], results[quarter]
+        block = float(cfg["block_psi"])
+        report.update(warn_psi=float(cfg["warn_psi"]), block_psi=block if math.isfinite(block) else None)  # None: never blocks
+        for feature in report["features"]:
+            feature["verdict"] = drift.verdict(feature["psi"], ctx.config)
+        result.drift = report
+        for line in drift.warnings(report, ctx.config):
+            log.warning("drift: %s", line)
+        suite, gates_before = drift.SUITE.format(quarter=quarter), len(ctx.gates)
+        try:
+            quality.gate(settings, ctx.run_id, drift.gate_frame(spark, report), suite, drift.checks(report, ctx.config), ctx.gates, extra={"drift": report})
+            still.append(quarter)
+        except quality.GateFailed as failure:
+            failures[quarter], result.error = failure, str(failure)
+        finally:
+            result.gate_refs += quality.gate_refs(ctx.gates[gates_before:])
+            result.gates.append(suite)
+    return still
+
+
 def run_gold(spark: SparkSession, settings: Settings, wanted: Sequence[str], ctx: RunContext, reads: Mapping[str, int]) -> tuple[list[GoldResult], dict[str, quality.GateFailed]]:
     """Build route_daily, airport_daily and the training set of the `wanted` quarters in one pass (see `_build`).
 
@@ -105,7 +167,7 @@ def _build(
 
     Silver is read once into a cached projection of the columns gold needs (the quarters and the
     lookback before each); the three outputs of every quarter are computed once and cached; each
-    quarter's three gates run on the cached rows; then each gold table is written once, replacing
+    quarter's three gates run on the cached rows, then its drift gate (`_drift`); then each gold table is written once, replacing
     the partitions of the quarters whose three gates all passed (a blocked quarter publishes none of
     its tables). The digests come from the same cached rows. `months` are the silver.flights
     months the quarters read (`months_read`). Returns the results in quarter order
@@ -148,6 +210,8 @@ def _build(
                 passed.append(quarter)
             except quality.GateFailed as failure:
                 failures[quarter], result.error = failure, str(failure)
+        with job_description(spark, "gold drift"):
+            passed = _drift(spark, settings, ctx, rows, passed, results, failures)
         if passed:
             in_passed = F.col("quarter").isin(*passed)
             predicate = "quarter IN (" + ", ".join(f"'{q}'" for q in passed) + ")"

@@ -49,19 +49,22 @@ def latest_succeeded(recorded: list[dict[str, Any]]) -> dict[str, dict[str, Any]
     return latest
 
 
-def resolve(settings: Settings, quarter: str, build: str = "latest", role: str = "ml") -> dict[str, Any]:
-    """The manifest row of a build: the latest succeeded build of the quarter, or the one named."""
+def resolve(settings: Settings, quarter: str, build: str = "latest", role: str = "ml", succeeded_only: bool = True) -> dict[str, Any]:
+    """The manifest row of a build: the latest succeeded build of the quarter, or the one named.
+
+    With `succeeded_only` False, the latest build of any status (or the one named, even failed).
+    """
     recorded = builds(settings, role)
     if build == "latest":
-        found = latest_succeeded(recorded).get(quarter)
+        found = latest_succeeded(recorded).get(quarter) if succeeded_only else next((b for b in recorded if b["quarter"] == quarter), None)
         if found is None:
-            raise BuildNotFound(f"no succeeded build of {quarter} is recorded; run `lakehouse build --quarter {quarter}`")
+            raise BuildNotFound(f"no {'succeeded ' if succeeded_only else ''}build of {quarter} is recorded; run `lakehouse build --quarter {quarter}`")
         return found
     for b in recorded:
         if b["build_id"] == build:
             if b["quarter"] != quarter:
                 raise BuildNotFound(f"build {build} is of {b['quarter']}, not {quarter}")
-            if b["status"] != "SUCCEEDED":
+            if succeeded_only and b["status"] != "SUCCEEDED":
                 raise BuildNotFound(f"build {build} {b['status']}: {b['error']}")
             return b
     raise BuildNotFound(f"no build {build!r} is recorded; `lakehouse builds` lists them")

@@ -205,8 +205,10 @@ def validate(df: DataFrame, suite: str, checks: Sequence[Check], personal: Seque
     return GateResult(suite, bool(result.success), _summarize(result)), result
 
 
-def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: Any) -> str:
+def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: Any, extra: Mapping[str, Any] | None = None) -> str:
     """Upload the report to quality/reports/<run_id>/<suite>.json, and for a failed gate a rendered .html; return the JSON's URI.
+
+    `extra` are more top-level entries of the JSON document (e.g. the drift gate's figures).
 
     Rendering GX's HTML page takes about half a second of CPU per gate: a passed gate's JSON (every
     expectation with its verdict and observed value) says all there is, so only a failure, which
@@ -215,7 +217,7 @@ def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: A
     s3 = storage.client(settings, "transform")
     bucket = settings.bucket("quality")
     prefix = f"reports/{run_id}/{gate.suite}"
-    document = {"suite": gate.suite, "run_id": run_id, "success": gate.success, "results": gate.results, "gx_result": gx_result.to_json_dict()}
+    document = {"suite": gate.suite, "run_id": run_id, "success": gate.success, "results": gate.results, **(extra or {}), "gx_result": gx_result.to_json_dict()}
     reports = [("json", json.dumps(document, indent=2, default=str).encode(), "application/json")]
     if not gate.success:
         reports.append(("html", _render_html(gx_result).encode(), "text/html"))
@@ -224,14 +226,62 @@ def store_report(settings: Settings, run_id: str, gate: GateResult, gx_result: A
     return f"s3://{bucket}/{prefix}.json"
 
 
-def gate(settings: Settings, run_id: str, df: DataFrame, suite: str, checks: Sequence[Check], collector: list | None = None, personal: Sequence[str] = ()) -> GateResult:
-    """Validate, store the report, and raise GateFailed if any expectation failed.
+class ReportMissing(UserError):
+    """A gate report named by a build is no longer in the quality bucket."""
+
+
+def read_report(settings: Settings, uri: str, role: str = "reader") -> dict[str, Any]:
+    """A stored gate report (the JSON document `store_report` wrote at `uri`)."""
+    from minio.error import S3Error
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        response = storage.client(settings, role).get_object(bucket, key)
+    except S3Error as error:
+        if error.code == "NoSuchKey":
+            raise ReportMissing(
+                f"gate report {uri} is gone (reports older than LAKEHOUSE_REPORT_RETENTION_DAYS are deleted); the build's MLflow run keeps a copy under gates/"
+            ) from None
+        raise
+    try:
+        return json.loads(response.read())
+    finally:
+        response.close()
+        response.release_conn()
+
+
+#: The suite of a quarter's drift gate (`gold.drift`), whose stored report holds the drift figures under "drift".
+DRIFT_SUITE = "drift.training_set.{quarter}"
+
+
+def drift_report(settings: Settings, record: Mapping[str, Any], role: str = "reader") -> dict[str, Any]:
+    """The drift figures of a recorded build (its manifest row), from its drift gate's stored report."""
+    uri = (record.get("gate_reports") or {}).get(DRIFT_SUITE.format(quarter=record["quarter"]))
+    if uri is None:
+        raise ReportMissing(
+            f"build {record['build_id']} of {record['quarter']} ({record['status']}) has no drift report: it was recorded before drift "
+            f"was measured, or stopped before its drift gate; `lakehouse build --quarter {record['quarter']} --force` builds it again"
+        )
+    return read_report(settings, uri, role)["drift"]
+
+
+def gate(
+    settings: Settings,
+    run_id: str,
+    df: DataFrame,
+    suite: str,
+    checks: Sequence[Check],
+    collector: list | None = None,
+    personal: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> GateResult:
+    """Validate, store the report (with `extra` entries), and raise GateFailed if any expectation failed.
 
     Every result, passed or failed, is appended to `collector` (the run's list of gates); no sample
     value of a `personal` column reaches the report.
     """
     result, gx_result = validate(df, suite, checks, personal)
-    result.report_uri = store_report(settings, run_id, result, gx_result)
+    result.report_uri = store_report(settings, run_id, result, gx_result, extra)
     if collector is not None:
         collector.append(result)
     log.info("gate %s: %s", suite, "passed" if result.success else "FAILED")

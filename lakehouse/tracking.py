@@ -85,6 +85,18 @@ def _report_artifacts(settings: Settings, uris: Mapping[str, str]) -> None:
                 response.release_conn()
 
 
+def _log_bytes(body: bytes, artifact_path: str) -> None:
+    """Log bytes as the run's artifact `artifact_path` (through a temporary file: MLflow uploads files)."""
+    import tempfile
+    from pathlib import Path
+
+    folder, name = artifact_path.rpartition("/")[::2]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / name
+        local.write_bytes(body)
+        mlflow.log_artifact(str(local), folder or None)
+
+
 def log_build(
     settings: Settings,
     record: dict[str, Any],
@@ -92,12 +104,13 @@ def log_build(
     metrics: Mapping[str, float],
     inputs: list[tuple[str, str, int, str, str]],
     schemas: Mapping[str, Any],
+    images: Mapping[str, bytes] | None = None,
 ) -> str:
     """Log one build as an MLflow run; return its run id.
 
     `inputs` are (name, location, version, digest, context) of each Delta table the build read or
     wrote; `record` is the build's manifest row (its status decides the run's status; the run id is
-    set on it).
+    set on it); `images` are PNG artifacts by path (the drift plot).
     """
     login(settings)
     mlflow.set_tracking_uri(settings.mlflow_uri)
@@ -117,6 +130,8 @@ def log_build(
         mlflow.log_dict(json.loads(json.dumps(dict(record), default=str)), "manifest/build.json")
         mlflow.log_dict(dict(schemas), "schemas/tables.json")
         _report_artifacts(settings, record["gate_reports"])
+        for path, png in (images or {}).items():
+            _log_bytes(png, path)
         if record["status"] != "SUCCEEDED":
             mlflow.set_tag("error", str(record.get("error") or "")[:5000])
             mlflow.end_run(status="FAILED")

@@ -10,7 +10,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from gold import training_set
+from gold import drift, training_set
 from gold.quarter_build import GoldResult
 from lakehouse import delta
 from lakehouse.runs import RunContext
@@ -74,6 +74,7 @@ def record(
         written = dict(gold.versions)
         metrics.update({f"rows.{t}": n for t, n in gold.rows.items()})
         metrics["seconds.gold"] = gold.seconds
+        metrics.update(drift.metrics(gold.drift))
         if TRAINING_SET.name in gold.versions and gold.digest:
             inputs.append((TRAINING_SET.name, TRAINING_SET.location(settings), gold.versions[TRAINING_SET.name], gold.digest, "training"))
         for name, version in sorted(gold.read_versions.items()):
@@ -96,7 +97,10 @@ def record(
         **tracking.flatten_params("gates", ctx.config["gates"]), **tracking.flatten_params("rules", ctx.config["rules"]),
     }  # fmt: skip
     schemas = {t.name: json.loads(t.schema.json()) for t in (TRAINING_SET, ROUTE_DAILY, AIRPORT_DAILY)}
-    tracking.log_build(settings, record, params, metrics, inputs, schemas)
+    if gold is not None and gold.drift is not None:
+        params["drift.reference"] = (gold.drift.get("reference") or {}).get("quarter") or f"none ({gold.drift.get('reason')})"
+    figures = {"drift/psi.png": drift.plot(gold.drift)} if gold is not None and gold.drift and gold.drift["features"] else {}
+    tracking.log_build(settings, record, params, metrics, inputs, schemas, figures)
     delta.ensure_table(spark, settings, BUILDS)
     delta.append(local_frame(spark, [record], BUILDS.schema), BUILDS.location(settings))
     return record

@@ -8,14 +8,14 @@ and docker-compose. One module per view:
 
 - `tables`: opening tables as the notebooks' read-only role; tables, layers and quarantine as frames;
 - `versions`: time travel, a table's history and the rows changed between two versions;
-- `builds`: the recorded builds and their MLflow runs, lineage;
-- `plots`: label balance and feature distributions of a training set.
+- `builds`: the recorded builds and their MLflow runs, lineage, a build's drift report;
+- `plots`: label balance and feature distributions of a training set, and its drift.
 """
 
 from __future__ import annotations
 
-from lakehouse.notebook.builds import builds_frame, experiment, latest_builds, lineage, runs_frame
-from lakehouse.notebook.plots import FEATURES, label_balance, plot_feature_distributions, plot_label_balance
+from lakehouse.notebook.builds import builds_frame, experiment, latest_builds, latest_drift, lineage, runs_frame
+from lakehouse.notebook.plots import FEATURES, drift_frame, label_balance, plot_drift, plot_feature_distributions, plot_label_balance
 from lakehouse.notebook.tables import (
     describe,
     layer_counts,
@@ -38,14 +38,17 @@ __all__ = [
     "builds_frame",
     "comparison_versions",
     "describe",
+    "drift_frame",
     "experiment",
     "history_frame",
     "label_balance",
     "latest_builds",
+    "latest_drift",
     "layer_counts",
     "lineage",
     "open_dataset",
     "open_table",
+    "plot_drift",
     "plot_feature_distributions",
     "plot_label_balance",
     "quarantine_examples",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lakehouse import delivery
+from lakehouse import delivery, quality
 from lakehouse.notebook.tables import _settings
 from lakehouse.settings import Settings
 from lakehouse.tables import TRAINING_SET
@@ -51,6 +51,16 @@ def latest_builds(settings: Settings | None = None) -> pd.DataFrame:
     if not latest:
         raise delivery.BuildNotFound("no succeeded build is recorded yet: run `lakehouse build --all` or `lakehouse backfill --all` first")
     return _builds_frame([latest[q] for q in sorted(latest)])
+
+
+def latest_drift(quarter: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The drift report of the latest succeeded build of `quarter` (default: the latest quarter built) against the quarter before."""
+    s = _settings(settings)
+    latest = delivery.latest_succeeded(delivery.builds(s))
+    quarter = quarter or max(latest, default=None)
+    if quarter is None or quarter not in latest:
+        raise delivery.BuildNotFound(f"no succeeded build of {quarter or 'any quarter'} is recorded: run `lakehouse build --all` first")
+    return quality.drift_report(s, latest[quarter])
 
 
 def _tracking() -> ModuleType:

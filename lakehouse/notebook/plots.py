@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -75,4 +77,37 @@ def plot_feature_distributions(frame: pd.DataFrame, features: tuple[str, ...] = 
     fig.suptitle("Feature distributions per quarter (density)")
     fig.tight_layout()
     plt.close(fig)
+    return fig
+
+
+def drift_frame(report: Mapping[str, Any]) -> pd.DataFrame:
+    """A drift report (`lakehouse.quality.drift_report`) as a frame: per feature its PSI, null rates and the build's verdict, largest PSI first."""
+    rows = [
+        {"feature": f["feature"], "kind": f["kind"], "psi": f["psi"], "null_rate": f["null_rate"], "reference_null_rate": f["reference_null_rate"], "verdict": f["verdict"]}
+        for f in report["features"]
+    ]
+    columns = ["feature", "kind", "psi", "null_rate", "reference_null_rate", "verdict"]
+    return pd.DataFrame(rows, columns=columns).sort_values("psi", ascending=False, ignore_index=True)
+
+
+def plot_drift(report: Mapping[str, Any]) -> Figure:
+    """A bar chart of each feature's PSI against the quarter before, with the build's warn and block thresholds."""
+    import matplotlib.pyplot as plt
+
+    features = report["features"]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(features), 1) + 1.4))
+    ax.barh([f["feature"] for f in features], [f["psi"] for f in features], color="#4c78a8")
+    for key, colour in (("warn_psi", "#f58518"), ("block_psi", "#e45756")):
+        limit = report.get(key)
+        if limit is not None and math.isfinite(limit):
+            ax.axvline(limit, color=colour, linestyle="--", label=f"{key} {limit:g}")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.invert_yaxis()
+    ax.set_xlabel("population stability index (log scale above 0.1)")
+    reference = report.get("reference") or {}
+    ax.set_title(f"Drift of {report['quarter']} against {reference.get('quarter', 'nothing')}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's result, not again by the inline backend
     return fig

@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from lakehouse import delta, landing, storage, tracking
+from lakehouse import delivery, delta, landing, quality, storage, tracking
 from lakehouse.runs import RunContext
 from lakehouse.settings import BUCKETS, PROJECT_ROOT
 from lakehouse.tables import ALL_TABLES, BUILDS, QUARANTINE, SILVER_FLIGHTS, TRAINING_SET, get
@@ -312,6 +312,19 @@ def test_training_set_loads_the_latest_build_per_quarter_and_plots_labels_and_fe
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, tag
     means = _table(nb, "feature-means")
     assert {r[""] for r in means} >= {"distance_mi", "route_late_share_7d", "temp_f"}
+
+
+def test_training_set_shows_the_drift_of_the_latest_build_against_the_quarter_before(executed, lake):
+    nb = executed["03_training_set.ipynb"]
+    first, second = FACTS["builds"]
+    [record] = [b for b in delivery.builds(lake) if b["build_id"] == second.build_id]
+    report = quality.drift_report(lake, record)
+    assert report["reference"]["build_id"] == first.build_id and report["reference"]["source"] == "recorded build"
+    assert f"2013Q2 ({report['rows']:,} rows) against 2013Q1 ({report['reference']['rows']:,} rows)" in _text(nb, "drift")
+    shown = {r["feature"]: float(r["psi"]) for r in _table(nb, "drift")}
+    assert shown == pytest.approx({f["feature"]: f["psi"] for f in report["features"]}, abs=1e-6) and len(shown) == 16
+    [png] = _pngs(nb, "plot-drift")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_lineage_lists_each_run_with_its_delta_versions_beside_the_manifest(executed, lake, spark):

@@ -16,7 +16,7 @@ import pytest
 import requests
 from airflow_client.client import DAGPatchBody
 
-from lakehouse import delivery, delta, inspect, landing, orchestrate, services, tracking
+from lakehouse import delivery, delta, inspect, landing, orchestrate, quality, services, tracking
 from lakehouse.runs import RunContext
 from lakehouse.settings import load_settings
 from lakehouse.tables import BUILDS, INGEST_LOG, SILVER_FLIGHTS, TRAINING_SET, get
@@ -105,6 +105,19 @@ def test_a_build_that_fails_midway_is_retried_and_leaves_every_flight_once(lake,
     [build] = [b for b in delivery.builds(lake) if b["quarter"] == "2013Q2"]
     assert build["status"] == "SUCCEEDED" and build["run_id"].startswith("build-manual-")
     assert delivery.load_training_set("2013Q2", build["build_id"], as_="arrow", settings=lake).num_rows == training.count()
+
+    # the build compared each feature with 2013Q1, built in the same pass: `lakehouse drift` shows
+    # the figures that the build's MLflow run holds, and the natural drift passes the default threshold
+    shown = json.loads(cli("drift", "2013Q2", "--json").stdout)
+    assert shown["build_id"] == build["build_id"] and shown["reference"]["quarter"] == "2013Q1" and shown["reference"]["source"] == "built in this run"
+    assert shown["rows"] == training.count() and shown["reference"]["rows"] > 0 and len(shown["features"]) == 16
+    assert max(f["psi"] for f in shown["features"]) <= shown["block_psi"]
+    run = tracking.client(lake).get_run(build["mlflow_run_id"])
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("drift.psi.")} == {f"drift.psi.{f['feature']}": f["psi"] for f in shown["features"]}
+    assert {a.path for a in tracking.client(lake).list_artifacts(build["mlflow_run_id"], "drift")} == {"drift/psi.png"}
+    [first] = [b for b in delivery.builds(lake) if b["quarter"] == "2013Q1"]
+    alone = quality.read_report(lake, first["gate_reports"]["drift.training_set.2013Q1"])["drift"]
+    assert alone["reference"] is None and "no succeeded build of 2012Q4" in alone["reason"]
 
     # the audit trail: every commit of every table so far (the DAGs' ingest, build, retry and
     # maintenance, the step above) says which run, role and step made it

@@ -19,8 +19,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from bronze import ingest
-from gold import quarter_build, training_set
-from lakehouse import audit, delta, faults, inspect, landing, pii, quality, retention, storage
+from gold import drift, quarter_build, training_set
+from lakehouse import audit, delivery, delta, faults, inspect, landing, pii, quality, retention, storage
 from lakehouse.runs import RunContext
 from lakehouse.spark import local_frame, session_conf
 from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, Table, get
@@ -91,7 +91,8 @@ def test_one_quarter_flows_from_bronze_to_gold_and_every_row_is_accounted_for(la
         start, end = {"2013Q1": ("2013-01-01", "2013-04-01"), "2001Q1": ("2001-01-01", "2001-04-01")}[g.quarter]
         eligible = _silver(spark, lake).where(f"flight_date >= '{start}' AND flight_date < '{end}' AND NOT is_cancelled AND arr_delay_min IS NOT NULL").count()
         assert g.eligible_rows == eligible == _training(spark, lake, g.quarter).count() > 0
-        assert len(g.gates) == 3
+        assert g.gates == [f"gold.route_daily.{g.quarter}", f"gold.airport_daily.{g.quarter}", f"gold.training_set.{g.quarter}", f"drift.training_set.{g.quarter}"]
+        assert g.drift is not None and g.drift["reference"] is None  # 2012Q4 and 2000Q4 were never built: nothing to compare with
     # every gate left its report in the quality bucket
     reports = {o.object_name for o in storage.client(lake, "admin").list_objects("quality", prefix=f"reports/{report.run_id}/", recursive=True)}
     assert f"reports/{report.run_id}/silver.flights.json" in reports and f"reports/{report.run_id}/gold.training_set.2013Q1.json" in reports
@@ -327,6 +328,34 @@ def test_the_table_itself_rejects_a_bad_write(lake, spark):
     assert _silver(spark, lake).where("flight_id = 'constraint-probe'").count() == 0
 
 
+def test_a_shifted_feature_blocks_its_quarter_at_the_drift_threshold_and_lakehouse_drift_shows_why(lake, spark, quality_config, cli):
+    # April 2013, sampled as 2013Q1 was, with every flight's distance set to the longest route's:
+    # against 2013Q1's latest build only distance_mi moves past the default block threshold
+    april = [e for e in landing.extracts(lake, ["nyc_flights"], {"2013-04"}, every=3)][0].data.decode().splitlines()
+    shifted, _ = _edit_lines(april, "distance", list(range(1, len(april))), "4983")
+    landing.land_bytes(lake, "nyc/flights/2013-04.csv", ("\n".join(shifted) + "\n").encode())
+    landing.land(lake, ["nyc_weather"], {"2013-04"})
+    ingest.run(spark, lake, "ingest-april", T0)
+    reference = delivery.latest_succeeded(delivery.builds(lake))["2013Q1"]
+    ctx = _ctx(quality_config, "drifted")
+
+    with pytest.raises(quality.GateFailed) as blocked:
+        builder.build(spark, lake, ["2013Q2"], ctx, CODE)
+    assert blocked.value.result.suite == "drift.training_set.2013Q2" and [r["rule"] for r in blocked.value.result.failed] == ["drift:distance_mi"]
+    assert _training(spark, lake, "2013Q2").count() == 0  # nothing of the quarter was published
+    [recorded] = [b for b in delivery.builds(lake) if b["quarter"] == "2013Q2"]
+    assert recorded["status"] == "FAILED" and "drift:distance_mi" in recorded["error"]
+
+    shown = json.loads(cli("drift", "2013Q2", "--json").stdout)
+    assert (shown["build_id"], shown["status"]) == (recorded["build_id"], "FAILED")
+    assert shown["reference"] == {"quarter": "2013Q1", "build_id": reference["build_id"], "source": "recorded build", "rows": reference["row_counts"]["gold.training_set"]}
+    psi = {f["feature"]: f["psi"] for f in shown["features"]}
+    assert set(psi) == (set(drift.NUMERIC) | set(drift.CATEGORICAL)) - {"month"}  # the calendar month is excluded by default
+    assert psi["distance_mi"] > shown["block_psi"] == drift.DEFAULTS["block_psi"] > max(v for f, v in psi.items() if f != "distance_mi")
+    [distance] = [f for f in shown["features"] if f["feature"] == "distance_mi"]
+    assert distance["bins"] == 11 and distance["null_rate"] == distance["reference_null_rate"] == 0.0  # nine deciles: ten bins, and the nulls
+
+
 def test_a_failing_gold_gate_publishes_nothing(lake, spark, quality_config):
     version = delta.latest_version(spark, TRAINING_SET.location(lake))
     leaky = _training(spark, lake, "2013Q1").withColumn("feature_max_source_date", F.col("flight_date"))
@@ -425,7 +454,7 @@ def _stored_values(settings, table, column: str) -> list:
     bucket, prefix = settings.bucket(table.layer), table.short_name + "/"
     found: list = []
     for obj in storage.list_objects(s3, bucket, prefix):
-        if obj.key.endswith(".parquet"):
+        if obj.key.endswith(".parquet") and "/_delta_log/" not in obj.key:  # data files, not the log's checkpoints
             found += pq.read_table(io.BytesIO(s3.get_object(bucket, obj.key).read()), columns=[column]).column(column).to_pylist()
     return found
 
