@@ -13,8 +13,9 @@ PSI = sum over bins of (a - e) * ln(a / e), where e and a are the reference's an
 shares of a bin (an empty bin counts as a share of `EPSILON`). By the usual reading, below 0.1 a
 feature is stable, from 0.1 to 0.25 it moved, above 0.25 it moved a lot.
 
-Spark computes it from aggregates only: one job for the deciles of every reference, one for the
-histograms of every pair; the driver receives bin counts, never rows. The verdict is a gate
+Spark computes it from aggregates only, in two passes over the rows of all quarters compared
+(`reports`): the references' deciles, then every bin's count; the driver receives bin counts,
+never rows. The verdict is a gate
 (`drift.training_set.<quarter>`): above `gates.drift.block_psi` a feature blocks the quarter's
 publication like any failed gate; above `warn_psi` it is logged as a warning.
 """
@@ -27,10 +28,11 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import quality
+from lakehouse.spark import local_frame
 
 #: Numeric features: PSI over the reference's deciles.
 NUMERIC = (
@@ -47,7 +49,7 @@ NULL_BIN = "null"
 #: The gate's suite of a quarter.
 SUITE = quality.DRIFT_SUITE
 #: `[gates.drift]` of config/quality.toml where it leaves a key out.
-DEFAULTS: Mapping[str, Any] = {"warn_psi": 0.25, "block_psi": 5.0, "exclude": ["month"]}
+DEFAULTS: Mapping[str, Any] = {"warn_psi": 0.25, "block_psi": 6.0, "exclude": ["month"]}
 
 
 def config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,57 +84,61 @@ def compared(features: Sequence[str] | None = None, exclude: Sequence[str] = ())
 
 @dataclass(frozen=True)
 class Pair:
-    """One comparison: the quarter's rows against its reference's."""
+    """One comparison: the rows keyed `quarter` against the rows keyed `reference_key` (see `reports`)."""
 
     quarter: str
-    current: DataFrame
     reference_quarter: str
-    reference: DataFrame
+    reference_key: str
     reference_build: str | None  # the recorded build the reference rows come from; None: built in this pass
 
 
-def _deciles(pairs: Sequence[Pair], numeric: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-    """quarter -> feature -> the distinct deciles of its reference's non-null values (one Spark job for all pairs)."""
-    if not numeric or not pairs:
-        return {p.quarter: {} for p in pairs}
+def _deciles(rows: DataFrame, keys: Sequence[str], numeric: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+    """key -> feature -> the distinct deciles of the key's non-null values (one Spark job for every key)."""
+    edges: dict[str, dict[str, list[float]]] = {k: {f: [] for f in numeric} for k in keys}
+    if not numeric or not keys:
+        return edges
     levels = [i / BINS for i in range(1, BINS)]
-    frames = [p.reference.select(F.lit(p.quarter).alias("_pair"), *[F.col(f).cast("double").alias(f) for f in numeric]) for p in pairs]
-    union = reduce(DataFrame.unionByName, frames)
-    found = union.groupBy("_pair").agg(*[F.percentile_approx(f, levels, 10_000).alias(f) for f in numeric]).collect()
-    edges: dict[str, dict[str, list[float]]] = {p.quarter: {f: [] for f in numeric} for p in pairs}
-    for row in found:
+    found = rows.where(F.col("_key").isin(*keys)).groupBy("_key").agg(*[F.percentile_approx(F.col(f).cast("double"), levels, 10_000).alias(f) for f in numeric])
+    for row in found.collect():
         for f in numeric:
-            edges[row["_pair"]][f] = sorted({float(v) for v in (row[f] or [])})
+            edges[row["_key"]][f] = sorted({float(v) for v in (row[f] or [])})
     return edges
-
-
-def _bin(column: str, edges: Sequence[float]) -> Column:
-    """The bin of a numeric value: how many edges lie below it ('0' .. str(len(edges))), or 'null'."""
-    value = F.col(column).cast("double")
-    index = reduce(lambda a, b: a + b, [F.when(value > F.lit(e), 1).otherwise(0) for e in edges], F.lit(0))
-    return F.when(value.isNull(), F.lit(NULL_BIN)).otherwise(index.cast("string"))
-
-
-def _category(column: str) -> Column:
-    return F.coalesce(F.col(column).cast("string"), F.lit(NULL_BIN))
 
 
 Histograms = dict[tuple[str, str], dict[str, dict[str, int]]]
 
 
-def _histograms(pairs: Sequence[Pair], edges: Mapping[str, Mapping[str, list[float]]], numeric: Sequence[str], categorical: Sequence[str]) -> Histograms:
-    """(quarter, 'reference' | 'current') -> feature -> bin -> rows (one Spark job for all pairs)."""
-    frames = []
-    for p in pairs:
-        for side, frame in (("reference", p.reference), ("current", p.current)):
-            bins = [F.struct(F.lit(f).alias("feature"), _bin(f, edges[p.quarter][f]).alias("bin")) for f in numeric]
-            bins += [F.struct(F.lit(f).alias("feature"), _category(f).alias("bin")) for f in categorical]
-            frames.append(frame.select(F.lit(p.quarter).alias("_pair"), F.lit(side).alias("_side"), F.explode(F.array(*bins)).alias("_b")))
-    counts: Histograms = {(p.quarter, s): {f: {} for f in (*numeric, *categorical)} for p in pairs for s in ("reference", "current")}
-    if not frames:
+def _counts(rows: DataFrame, pairs: Sequence[Pair], edges: Mapping[str, Mapping[str, list[float]]], numeric: Sequence[str], categorical: Sequence[str]) -> Histograms:
+    """(quarter, "reference" | "current") -> feature -> bin -> rows, for every pair in one Spark job (one pass over `rows`).
+
+    The reference's deciles are data, not code: a small broadcast table holds, per pair and side,
+    the key of its rows and the deciles of each numeric feature as columns (padded with +inf, which
+    no value exceeds). Joined on the key, each row meets every side it is counted for (a quarter
+    that is also the next one's reference, twice); its bin is the number of deciles its value
+    exceeds, a sum of comparisons of columns; the (feature, bin) entries are exploded and counted.
+    """
+    counts: Histograms = {(p.quarter, side): {f: {} for f in (*numeric, *categorical)} for p in pairs for side in ("reference", "current")}
+    if not pairs:
         return counts
-    union = reduce(DataFrame.unionByName, frames)
-    for row in union.groupBy("_pair", "_side", "_b.feature", "_b.bin").count().collect():
+    width = BINS - 1
+    names = {(f, i): f"_e{j}_{i}" for j, f in enumerate(numeric) for i in range(width)}
+    sides = []
+    for p in pairs:
+        padded = {f: [*edges[p.reference_key][f], *[math.inf] * (width - len(edges[p.reference_key][f]))] for f in numeric}
+        for side, key in (("reference", p.reference_key), ("current", p.quarter)):
+            sides.append({"_key": key, "_pair": p.quarter, "_side": side, **{names[(f, i)]: padded[f][i] for f in numeric for i in range(width)}})
+    schema = ", ".join(["_key STRING", "_pair STRING", "_side STRING", *[f"{n} DOUBLE" for n in names.values()]])
+    table = local_frame(rows.sparkSession, sides, schema)
+    joined = rows.join(F.broadcast(table), "_key")
+    bins = {
+        f: F.when(F.col(f).isNull(), F.lit(NULL_BIN)).otherwise(
+            reduce(lambda a, b: a + b, [(F.col(f).cast("double") > F.col(names[(f, i)])).cast("int") for i in range(width)]).cast("string")
+        )
+        for f in numeric
+    }
+    binned = joined.select("_pair", "_side", *[bins[f].alias(f) for f in numeric], *[F.coalesce(F.col(f).cast("string"), F.lit(NULL_BIN)).alias(f) for f in categorical])
+    entries = F.explode(F.array(*[F.struct(F.lit(f).alias("feature"), F.col(f).alias("bin")) for f in (*numeric, *categorical)]))
+    for row in binned.select("_pair", "_side", entries.alias("_e")).groupBy("_pair", "_side", "_e.feature", "_e.bin").count().collect():
         counts[(row["_pair"], row["_side"])][row["feature"]][row["bin"]] = int(row["count"])
     return counts
 
@@ -142,10 +148,16 @@ def _null_rate(histogram: Mapping[str, int]) -> float | None:
     return histogram.get(NULL_BIN, 0) / rows if rows else None
 
 
-def reports(pairs: Sequence[Pair], numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """quarter -> its drift report (JSON-able): each feature's PSI and null rates, the rows of both sides."""
-    edges = _deciles(pairs, numeric)
-    counts = _histograms(pairs, edges, numeric, categorical)
+def reports(rows: DataFrame, pairs: Sequence[Pair], numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """quarter -> its drift report (JSON-able): each feature's PSI and null rates, the rows of both sides.
+
+    `rows` holds the rows of every pair's quarter and reference, each with the column `_key` (the
+    pair's `quarter` or `reference_key`; a quarter that is also the next one's reference is there
+    once). Two Spark jobs for all pairs, each one pass over `rows`: the references' deciles, then
+    every bin's count (`_counts`).
+    """
+    edges = _deciles(rows, sorted({p.reference_key for p in pairs}), numeric)
+    counts = _counts(rows, pairs, edges, numeric, categorical)
     out = {}
     for p in pairs:
         ref, cur = counts[(p.quarter, "reference")], counts[(p.quarter, "current")]
@@ -155,7 +167,7 @@ def reports(pairs: Sequence[Pair], numeric: Sequence[str], categorical: Sequence
             features.append({
                 "feature": f, "kind": "numeric" if f in numeric else "categorical", "psi": round(psi(ref[f], cur[f]), 6),
                 "null_rate": _null_rate(cur[f]), "reference_null_rate": _null_rate(ref[f]),
-                "bins": len(edges[p.quarter].get(f, [])) + 2 if f in numeric else len(set(ref[f]) | set(cur[f])),
+                "bins": len(edges[p.reference_key].get(f, [])) + 2 if f in numeric else len(set(ref[f]) | set(cur[f])),
             })  # fmt: skip
         out[p.quarter] = {
             "quarter": p.quarter,
@@ -192,10 +204,8 @@ def checks(report: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[quality.Ch
     return [quality.Check(f"drift:{f['feature']}", "ExpectColumnValuesToBeBetween", {"column": f["feature"], "max_value": block}) for f in report["features"]]
 
 
-def gate_frame(spark, report: Mapping[str, Any]) -> DataFrame:
+def gate_frame(spark: SparkSession, report: Mapping[str, Any]) -> DataFrame:
     """One row holding each feature's PSI in a column of its name: what the drift gate checks."""
-    from lakehouse.spark import local_frame
-
     features = report["features"]
     if not features:
         return local_frame(spark, [{"quarter": report["quarter"]}], "quarter STRING")

@@ -110,19 +110,24 @@ def _drift(
     location = TRAINING_SET.location(settings)
     in_pass, reports = set(passed), dict[str, dict[str, Any]]()
     todo = list(passed)
+    features = [*numeric, *categorical]
     while todo:
-        pairs = []
+        pairs, recorded_rows = [], []
         for quarter in todo:
             before = drift.previous_quarter(quarter)
             if before in in_pass:
-                pairs.append(drift.Pair(quarter, rows.where(F.col("quarter") == quarter), before, rows.where(F.col("quarter") == before), None))
+                pairs.append(drift.Pair(quarter, before, before, None))
             elif before in recorded:
-                build = recorded[before]
+                build, key = recorded[before], f"recorded:{before}"
                 stored = delta.read(spark, location, build["tables_written"][TRAINING_SET.name]).where(F.col("quarter") == before)
-                pairs.append(drift.Pair(quarter, rows.where(F.col("quarter") == quarter), before, stored, build["build_id"]))
+                recorded_rows.append(stored.select(F.lit(key).alias("_key"), *features))
+                pairs.append(drift.Pair(quarter, before, key, build["build_id"]))
             else:
                 reports[quarter] = drift.no_reference(quarter)
-        reports.update(drift.reports(pairs, numeric, categorical))
+        # the pass's cached rows are read once for every quarter compared, recorded references beside them
+        in_rows = sorted({p.quarter for p in pairs} | {p.reference_key for p in pairs if p.reference_build is None})
+        keyed = reduce(DataFrame.unionByName, [rows.where(F.col("quarter").isin(*in_rows)).select(F.col("quarter").alias("_key"), *features), *recorded_rows])
+        reports.update(drift.reports(keyed, pairs, numeric, categorical))
         blocked = {q for q in todo if (reports[q]["max_psi"] or 0.0) > float(cfg["block_psi"])}
         in_pass -= blocked
         # a quarter compared with one that has just blocked is compared again, with that quarter's last succeeded build

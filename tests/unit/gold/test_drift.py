@@ -66,18 +66,17 @@ def test_metrics_name_each_feature_and_a_quarter_without_reference_has_none():
     assert alone["reference"] is None and "2012Q4" in alone["reason"] and drift.metrics(alone) == {}
 
 
-def _rows(spark, n: int, distance=lambda i: float(i), origin=lambda i: "JFK" if i % 2 else "EWR"):
-    """Training-set-like rows: `distance_mi` and `origin` from the row number, every fifth temperature unknown."""
-    records = [{"quarter": "q", "distance_mi": distance(i), "origin": origin(i), "temp_f": None if i % 5 == 0 else 40.0 + i % 7} for i in range(n)]
-    return local_frame(spark, records, "quarter STRING, distance_mi DOUBLE, origin STRING, temp_f DOUBLE")
+def _rows(n: int, key: str, distance=lambda i: float(i)) -> list[dict]:
+    """Training-set-like rows of one key: `distance_mi` from the row number, two origins, every fifth temperature unknown."""
+    return [{"_key": key, "distance_mi": distance(i), "origin": "JFK" if i % 2 else "EWR", "temp_f": None if i % 5 == 0 else 40.0 + i % 7} for i in range(n)]
 
 
 def test_psi_over_the_references_deciles_finds_the_shifted_feature_only(spark):
-    reference = _rows(spark, 200)
-    same = _rows(spark, 200)
-    shifted = _rows(spark, 100, distance=lambda i: 1000.0 + i)  # every distance beyond the reference's largest
-    pairs = [drift.Pair("2001Q2", same, "2001Q1", reference, None), drift.Pair("2001Q3", shifted, "2001Q2", reference, "build-x")]
-    found = drift.reports(pairs, ["distance_mi", "temp_f"], ["origin"])
+    records = _rows(200, "2001Q1") + _rows(200, "2001Q2") + _rows(100, "2001Q3", distance=lambda i: 1000.0 + i)  # beyond every 2001Q2 distance
+    rows = local_frame(spark, records, "_key STRING, distance_mi DOUBLE, origin STRING, temp_f DOUBLE")
+    pairs = [drift.Pair("2001Q2", "2001Q1", "2001Q1", None), drift.Pair("2001Q3", "2001Q2", "recorded:2001Q2", "build-x")]
+    rows = rows.union(rows.where("_key = '2001Q2'").selectExpr("'recorded:2001Q2' AS _key", "distance_mi", "origin", "temp_f"))
+    found = drift.reports(rows, pairs, ["distance_mi", "temp_f"], ["origin"])
 
     unchanged = {f["feature"]: f for f in found["2001Q2"]["features"]}
     assert {f: x["psi"] for f, x in unchanged.items()} == {"distance_mi": 0.0, "temp_f": 0.0, "origin": 0.0}
