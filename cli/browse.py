@@ -114,7 +114,7 @@ def drift(
             for f in report["features"]
         ],
     )  # fmt: skip
-    err.print(f"the build's thresholds: PSI above {warn:g} warns, above {block:g} blocks (config/quality.toml [gates.drift]); MLflow run {record['mlflow_run_id']}")
+    err.print(f"the build's thresholds: PSI above {warn:g} warns, above {block:g} blocks (config/quality.toml, section gates.drift); MLflow run {record['mlflow_run_id']}")
 
 
 def _rate(value: float | None) -> str:
