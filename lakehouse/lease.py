@@ -150,14 +150,16 @@ def _wait_for(step: str, what: str, take: Callable[[], bool], held_by: Callable[
     t0, reported = time.monotonic(), None
     while not take():
         waited = time.monotonic() - t0
+        # said before giving up too: a wait shorter than one attempt (a store that does not answer
+        # takes longer) still names whom it waited for
+        if reported is None or time.monotonic() - reported >= report_s:
+            reported = time.monotonic()
+            log.warning("%s: waiting for the %s, held by %s; waited %.0f s of at most %g", step, what, held_by(), waited, wait_s)
         if waited >= wait_s:
             raise WriterBusy(
                 f"{step}: the lakehouse is being written by {held_by()}; waited {waited:.0f} s "
                 f"(LAKEHOUSE_WRITER_WAIT_S={wait_s:g}). Nothing was written: run it again once that writer is done."
             )
-        if reported is None or time.monotonic() - reported >= report_s:
-            reported = time.monotonic()
-            log.warning("%s: waiting for the %s, held by %s; waited %.0f s of at most %g", step, what, held_by(), waited, wait_s)
         time.sleep(min(poll_s, max(wait_s - waited, 0.01)))
     if reported is not None:
         log.warning("%s: %s taken after %.0f s of waiting", step, what, time.monotonic() - t0)
