@@ -76,10 +76,9 @@ def psi(reference: Mapping[str, int], current: Mapping[str, int], epsilon: float
     return total
 
 
-def compared(features: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+def compared(exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """The (numeric, categorical) features compared: all of the contract's, less `exclude`."""
-    chosen = set(features) if features is not None else set(NUMERIC) | set(CATEGORICAL)
-    return [f for f in NUMERIC if f in chosen and f not in exclude], [f for f in CATEGORICAL if f in chosen and f not in exclude]
+    return [f for f in NUMERIC if f not in exclude], [f for f in CATEGORICAL if f not in exclude]
 
 
 @dataclass(frozen=True)

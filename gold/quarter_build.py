@@ -105,6 +105,7 @@ def _drift(
     with the last succeeded build instead.
     """
     cfg = drift.config(ctx.config)
+    block = float(cfg["block_psi"])
     numeric, categorical = drift.compared(exclude=cfg.get("exclude", ()))
     recorded = delivery.latest_succeeded(delivery.builds(settings, "transform"))
     location = TRAINING_SET.location(settings)
@@ -128,14 +129,13 @@ def _drift(
         in_rows = sorted({p.quarter for p in pairs} | {p.reference_key for p in pairs if p.reference_build is None})
         keyed = reduce(DataFrame.unionByName, [rows.where(F.col("quarter").isin(*in_rows)).select(F.col("quarter").alias("_key"), *features), *recorded_rows])
         reports.update(drift.reports(keyed, pairs, numeric, categorical))
-        blocked = {q for q in todo if (reports[q]["max_psi"] or 0.0) > float(cfg["block_psi"])}
+        blocked = {q for q in todo if (reports[q]["max_psi"] or 0.0) > block}
         in_pass -= blocked
         # a quarter compared with one that has just blocked is compared again, with that quarter's last succeeded build
         todo = [q for q in passed if q in in_pass and drift.previous_quarter(q) in blocked]
     still = []
     for quarter in passed:
         report, result = reports[quarter], results[quarter]
-        block = float(cfg["block_psi"])
         report.update(warn_psi=float(cfg["warn_psi"]), block_psi=block if math.isfinite(block) else None)  # None: never blocks
         for feature in report["features"]:
             feature["verdict"] = drift.verdict(feature["psi"], ctx.config)
