@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import typer
 
-from cli import browse, build, data, stack
+from cli import browse, build, contracts, data, stack
 from cli.render import err
 from lakehouse import services
 from lakehouse.errors import UserError
@@ -40,6 +40,7 @@ app.command()(browse.export)
 app.command(name="builds")(browse.list_builds)
 app.command()(browse.drift)
 app.command()(build.maintain)
+app.add_typer(contracts.app, name="contracts")
 
 
 def explain_failure(error: BaseException) -> list[str] | None:

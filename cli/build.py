@@ -223,7 +223,8 @@ def maintain() -> None:
         task = progress.add_task("maintaining", total=None)
         reports = steps.maintain(settings, on_table=lambda r: progress.update(task, description=f"maintained {r.table}"))
     summary(
-        f"maintain: {time.monotonic() - t0:.1f} s, retention {settings.retention_days:g} days",
+        f"maintain: {time.monotonic() - t0:.1f} s, retention "
+        + (f"{settings.retention_days:g} days (LAKEHOUSE_RETENTION_DAYS)" if settings.retention_days is not None else "as each table's contract says"),
         ["table", "files before", "bytes before", "files after", "bytes after", "retained hours", "kept for build", "seconds"],
         [
             [r.table, r.files_before, r.bytes_before, r.files_after, r.bytes_after, f"{r.retain_hours:.0f}", ", ".join(r.kept_for) or "-",

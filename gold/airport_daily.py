@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pyspark.sql import DataFrame
 
 from gold.daily import daily_metrics
@@ -14,13 +17,10 @@ def build_airport_daily(flights: DataFrame) -> DataFrame:
     return daily_metrics(flights, ["origin"]).select(*AIRPORT_DAILY.column_names)
 
 
-def checks(quarter: str, eligible_rows: int) -> list[q.Check]:
-    """The gate of one quarter's airport_daily: keys, ranges, and every eligible flight counted once."""
+def checks(quarter: str, eligible_rows: int, cfg: Mapping[str, Any]) -> list[q.Check]:
+    """The gate of one quarter's airport_daily: its contract's checks, the quarter, and every eligible flight counted once."""
     return [
-        *q.not_null(*AIRPORT_DAILY.keys, "quarter"),
-        q.unique_key(*AIRPORT_DAILY.keys),
-        q.between("late_share", 0, 1),
+        *q.contract_checks(AIRPORT_DAILY, cfg),
         q.Check("quarter", "ExpectColumnValuesToBeInSet", {"column": "quarter", "value_set": [quarter]}),
-        q.no_rows("late_le_flights", "n_late > n_flights OR n_flights < 1"),
         q.Check("accounting:flights_counted_once", "ExpectColumnSumToBeBetween", {"column": "n_flights", "min_value": eligible_rows, "max_value": eligible_rows}),
     ]

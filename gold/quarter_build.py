@@ -209,8 +209,8 @@ def _build(
             of_quarter = F.col("quarter") == quarter
             try:
                 with job_description(spark, f"gold {quarter} gates"):
-                    _gate(settings, ctx, ROUTE_DAILY, routes.where(of_quarter), quarter, route_daily.checks(quarter, result.eligible_rows), result)
-                    _gate(settings, ctx, AIRPORT_DAILY, origins.where(of_quarter), quarter, airport_daily.checks(quarter, result.eligible_rows), result)
+                    _gate(settings, ctx, ROUTE_DAILY, routes.where(of_quarter), quarter, route_daily.checks(quarter, result.eligible_rows, ctx.config), result)
+                    _gate(settings, ctx, AIRPORT_DAILY, origins.where(of_quarter), quarter, airport_daily.checks(quarter, result.eligible_rows, ctx.config), result)
                     _gate(settings, ctx, TRAINING_SET, rows.where(of_quarter), quarter, training_set.checks(quarter, result.eligible_rows, ctx.config), result)
                 passed.append(quarter)
             except quality.GateFailed as failure:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pyspark.sql import DataFrame
 
 from gold.daily import daily_metrics
@@ -14,13 +17,10 @@ def build_route_daily(flights: DataFrame) -> DataFrame:
     return daily_metrics(flights, ["origin", "dest"]).select(*ROUTE_DAILY.column_names)
 
 
-def checks(quarter: str, eligible_rows: int) -> list[q.Check]:
-    """The gate of one quarter's route_daily: keys, ranges, and every eligible flight counted once."""
+def checks(quarter: str, eligible_rows: int, cfg: Mapping[str, Any]) -> list[q.Check]:
+    """The gate of one quarter's route_daily: its contract's checks, the quarter, and every eligible flight counted once."""
     return [
-        *q.not_null(*ROUTE_DAILY.keys, "quarter"),
-        q.unique_key(*ROUTE_DAILY.keys),
-        q.between("late_share", 0, 1),
+        *q.contract_checks(ROUTE_DAILY, cfg),
         q.Check("quarter", "ExpectColumnValuesToBeInSet", {"column": "quarter", "value_set": [quarter]}),
-        q.no_rows("late_le_flights", "n_late > n_flights OR n_flights < 1"),
         q.Check("accounting:flights_counted_once", "ExpectColumnSumToBeBetween", {"column": "n_flights", "min_value": eligible_rows, "max_value": eligible_rows}),
     ]

@@ -103,26 +103,9 @@ def build_training_set(flights: DataFrame, route_daily: DataFrame, airport_daily
 
 
 def checks(quarter: str, eligible_rows: int, cfg: Mapping[str, Any]) -> list[q.Check]:
-    """The gate of one quarter's training set: label, ranges, no leak from the future, row count."""
-    gates = cfg["gates"]["gold"]
+    """The gate of one quarter's training set: its contract's checks (label, ranges, no leak from the future), the quarter, the row count."""
     return [
-        *q.not_null("flight_id", "flight_date", "is_late", "dep_hour", "day_of_week", "month", "distance_mi"),
-        q.unique_key("flight_id"),
+        *q.contract_checks(TRAINING_SET, cfg),
         q.Check("quarter", "ExpectColumnValuesToBeInSet", {"column": "quarter", "value_set": [quarter]}),
-        q.between("dep_hour", 0, 23),
-        q.between("day_of_week", 1, 7),
-        q.between("month", 1, 12),
-        q.between("distance_mi", 0.1, None),
-        q.between("route_late_share_7d", 0, 1),
-        q.between("origin_late_share_7d", 0, 1),
-        q.between("route_n_flights_28d", 0, None),
-        q.between("origin_departures_1d", 0, None),
-        q.Check(
-            "share:route_history_known",
-            "ExpectColumnValuesToNotBeNull",
-            {"column": "route_late_share_7d", "mostly": 1 - gates["max_null_share_route_late_share_7d"]},
-        ),
-        q.no_rows("no_feature_from_own_day_or_later", "feature_max_source_date >= flight_date"),
         q.row_count("accounting:eligible_silver_rows", eligible_rows),
-        q.Check("min_rows", "ExpectTableRowCountToBeBetween", {"min_value": gates["min_rows"]}),
     ]

@@ -6,6 +6,7 @@ run owns, or an append whose caller records what it appended (bronze's ingest lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -14,8 +15,10 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, DataFrameWriter, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
-from lakehouse import audit, storage
+from lakehouse import audit, contracts, storage
+from lakehouse.contracts import PHYSICAL, Col
 from lakehouse.settings import Settings
 from lakehouse.spark import local_frame, session_conf
 from lakehouse.tables import Table
@@ -62,7 +65,9 @@ def ensure_table(spark: SparkSession, settings: Settings, table: Table, location
     location = location or table.location(settings)
     if exists(spark, location):
         existing = DeltaTable.forPath(spark, location)
-        have = set(existing.toDF().columns)
+        stored = existing.toDF().schema
+        _check_contract(existing, table, stored)
+        have = set(stored.fieldNames())
         added = [f for f in table.schema.fields if f.name not in have and f.nullable]
         if added:
             columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()} COMMENT '{(f.metadata.get('comment') or '').replace(chr(39), '')}'" for f in added)
@@ -73,9 +78,28 @@ def ensure_table(spark: SparkSession, settings: Settings, table: Table, location
         builder = builder.addColumn(field.name, field.dataType, nullable=field.nullable, comment=field.metadata.get("comment"))
     if table.partition_by:
         builder = builder.partitionedBy(*table.partition_by)
-    for key, value in {**table.table_properties(), **retention_properties(settings.retention_days * 24)}.items():
+    for key, value in {**table.table_properties(), **retention_properties(table.retention_hours(settings))}.items():
         builder = builder.property(key, value)
     return builder.execute()
+
+
+def _check_contract(existing: DeltaTable, table: Table, stored: StructType) -> None:
+    """Refuse a contract that drops or retypes a column of the stored table (`lakehouse.contracts`).
+
+    The stored schema is at hand (no Spark job); the table's contract version is read only when a
+    column changed, to say whether the contract's version allows it (then the table needs migrating).
+    """
+    columns = [Col(f.name, PHYSICAL.get(f.dataType.simpleString(), f.dataType.simpleString().upper())) for f in stored.fields]
+    changes = contracts.breaking_changes(columns, table.columns)
+    if not changes:
+        return
+    version = existing.detail().select("properties").first()[0].get(contracts.CONTRACT_VERSION, "1.0.0")  # type: ignore[index]
+    was = dataclasses.replace(table, columns=tuple(columns), version=version)
+    contracts.check_evolution(was, table, "the stored table's contract")
+    raise contracts.ContractError(
+        f"{table.name} was written under contract {version}; contract {table.version} {'; '.join(changes)}: "
+        "migrate the table (rewrite it under the new contract) before a job writes to it"
+    )
 
 
 def read(spark: SparkSession, location: str, version: int | None = None) -> DataFrame:

@@ -183,7 +183,7 @@ def maintain_table(spark: Callable[[], SparkSession], settings: Settings, table:
     location = table.location(settings)
     files = stored_files(settings, table)
     report.files_before, report.bytes_before = len(files), sum(f.size for f in files)
-    configured = settings.retention_days * 24
+    configured = table.retention_hours(settings)
     report.retain_hours = configured
     if pin:
         version, build_id = pin

@@ -3,11 +3,13 @@
 A gate is the audit step of write-audit-publish: the caller stages its output, runs the gate on
 it and publishes only if this returns. The report (GX's JSON result with a per-expectation
 summary, and a rendered HTML page) goes to the quality bucket under the run id, whatever the
-outcome. Suites are built in code from the thresholds in `config/quality.toml`.
+outcome. A table's suite is what its contract asks (`contract_checks`, with thresholds from
+`config/quality.toml`) plus the checks of the run that its job adds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -21,6 +23,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from lakehouse import storage
+from lakehouse.contracts import THRESHOLDS, ContractError, Table
 from lakehouse.errors import UserError
 from lakehouse.settings import Settings
 
@@ -343,6 +346,38 @@ def no_rows(rule: str, where: str) -> Check:
         rule, "ExpectColumnValuesToBeInSet", {"column": flag, "value_set": [False]}, derive=((flag, f"coalesce(({where}), false)"),),
         detail=Check(rule, "UnexpectedRowsExpectation", {"unexpected_rows_query": query, "description": rule}),
     )  # fmt: skip
+
+
+def threshold(cfg: Mapping[str, Any], value: Any, table: str) -> Any:
+    """A rule's threshold: a number as it stands, a string as the key of a value in the quality configuration."""
+    if not isinstance(value, str):
+        return value
+    found: Any = cfg
+    for part in value.split("."):
+        if not isinstance(found, Mapping) or part not in found:
+            raise ContractError(f"the contract of {table} names the threshold {value!r}, which the quality configuration (config/quality.toml) lacks")
+        found = found[part]
+    return found
+
+
+def contract_checks(table: Table, cfg: Mapping[str, Any]) -> list[Check]:
+    """The checks a table's contract asks of its gate: every required column not null, the key unique, and its rules."""
+    checks = [*not_null(*(c.name for c in table.columns if not c.nullable))]
+    if table.keys:
+        checks.append(unique_key(*table.keys))
+    for rule in table.rules:
+        p = {k: threshold(cfg, v, table.name) if k in THRESHOLDS else v for k, v in rule.params.items()}
+        if rule.check == "between":  # the checks and parameters that contracts.RULE_CHECKS lists
+            checks.append(dataclasses.replace(between(p["column"], p.get("min"), p.get("max")), rule=rule.name))
+        elif rule.check == "share_true":
+            checks.append(share_true(rule.name, p["flag"], 1 - p["max_false_share"]))
+        elif rule.check == "share_not_null":
+            checks.append(Check(rule.name, "ExpectColumnValuesToNotBeNull", {"column": p["column"], "mostly": 1 - p["max_null_share"]}))
+        elif rule.check == "no_rows":
+            checks.append(no_rows(rule.name, p["where"]))
+        elif rule.check == "min_rows":
+            checks.append(Check(rule.name, "ExpectTableRowCountToBeBetween", {"min_value": p["min"]}))
+    return checks
 
 
 def gate_refs(gates: Sequence[GateResult]) -> list[dict[str, Any]]:

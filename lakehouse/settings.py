@@ -87,7 +87,7 @@ class Settings:
     jupyter_port: int
     weed_port_base: int
     quality_config: Path
-    retention_days: float = 200.0
+    retention_days: float | None = None  # days of table history; None: each table's contract says (lakehouse.contracts)
     landing_retention_days: float = 0.0  # settled landing objects older than this are deleted; 0 keeps them (see `lakehouse.retention`)
     quarantine_retention_days: float = 0.0  # quarantined rows older than this are deleted; 0 keeps them
     report_retention_days: float = 0.0  # gate reports in the quality bucket older than this are deleted; 0 keeps them
@@ -233,8 +233,8 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         jupyter_port=int(get("JUPYTER_PORT", "8888")),
         weed_port_base=int(get("WEED_PORT_BASE", "18330")),
         quality_config=Path(get("QUALITY_CONFIG", str(PROJECT_ROOT / "config" / "quality.toml"))),
-        # Delta log and deleted-file retention: two quarters plus a margin
-        retention_days=float(get("RETENTION_DAYS", "200")),
+        # Delta log and deleted-file retention of every table; unset, each contract's (200 days: two quarters and a margin)
+        retention_days=float(days) if (days := get("RETENTION_DAYS", "")) else None,
         compact_min_files=int(get("COMPACT_MIN_FILES", "16")),
         landing_retention_days=float(get("LANDING_RETENTION_DAYS", "0")),
         quarantine_retention_days=float(get("QUARANTINE_RETENTION_DAYS", "0")),
@@ -278,7 +278,8 @@ def to_environment(settings: Settings, roles: Iterable[str] | None = None, pii_k
         "LAKEHOUSE_JARS_DIR": str(settings.jars_dir), "LAKEHOUSE_SOURCES_DIR": str(settings.sources_dir),
         "LAKEHOUSE_MLFLOW_URI": settings.mlflow_uri, "LAKEHOUSE_AIRFLOW_URL": settings.airflow_url, "LAKEHOUSE_JUPYTER_PORT": str(settings.jupyter_port),
         "LAKEHOUSE_WEED_PORT_BASE": str(settings.weed_port_base), "LAKEHOUSE_QUALITY_CONFIG": str(settings.quality_config),
-        "LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days), "LAKEHOUSE_COMPACT_MIN_FILES": str(settings.compact_min_files),
+        **({"LAKEHOUSE_RETENTION_DAYS": repr(settings.retention_days)} if settings.retention_days is not None else {}),
+        "LAKEHOUSE_COMPACT_MIN_FILES": str(settings.compact_min_files),
         "LAKEHOUSE_LANDING_RETENTION_DAYS": repr(settings.landing_retention_days), "LAKEHOUSE_QUARANTINE_RETENTION_DAYS": repr(settings.quarantine_retention_days),
         "LAKEHOUSE_REPORT_RETENTION_DAYS": repr(settings.report_retention_days), "LAKEHOUSE_LOG_RETENTION_DAYS": repr(settings.log_retention_days),
         "LAKEHOUSE_WRITER_WAIT_S": repr(settings.writer_wait_s), "LAKEHOUSE_WRITER_WAIT_REPORT_S": repr(settings.writer_wait_report_s),

@@ -88,13 +88,7 @@ def combine_sources(fated: DataFrame, spec: conform.SilverSpec) -> DataFrame:
 
 
 def _checks(cfg: Mapping[str, Any], staged_rows: int) -> list[q.Check]:
-    return [
-        *q.not_null("airport_code", "source_systems"),
-        q.unique_key("airport_code"),
-        q.between("latitude", -90, 90),
-        q.between("longitude", -180, 180),
-        q.row_count("accounting:staged_rows", staged_rows),
-    ]
+    return [*q.contract_checks(SILVER_AIRPORTS, cfg), q.row_count("accounting:staged_rows", staged_rows)]
 
 
 SPEC = conform.SilverSpec(

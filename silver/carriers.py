@@ -27,7 +27,7 @@ def prepare_airlines(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
 
 
 def _checks(cfg: Mapping[str, Any], staged_rows: int) -> list[q.Check]:
-    return [*q.not_null("carrier_code", "name"), q.unique_key("carrier_code"), q.row_count("accounting:staged_rows", staged_rows)]
+    return [*q.contract_checks(SILVER_CARRIERS, cfg), q.row_count("accounting:staged_rows", staged_rows)]
 
 
 SPEC = conform.SilverSpec(

@@ -188,19 +188,7 @@ def _gate_frame(spark: SparkSession, settings: Settings, staged: DataFrame) -> D
 def _checks(cfg: Mapping[str, Any], staged_rows: int) -> list:
     from lakehouse import quality as q
 
-    rules, gates = cfg["rules"]["flights"], cfg["gates"]["silver"]
-    return [
-        *q.not_null("flight_id", "flight_date", "origin", "dest", "distance_mi"),
-        q.unique_key("flight_id"),
-        q.between("distance_mi", 0.1, rules["distance_max_mi"]),
-        q.between("arr_delay_min", rules["arr_delay_min"], rules["arr_delay_max"]),
-        q.share_true("share:arr_delay_known_if_flown", "_arr_delay_known_if_flown", 1 - gates["max_unknown_arr_delay_share"]),
-        q.share_true("orphans:origin", "_origin_known", 1 - gates["max_orphan_share_origin"]),
-        q.share_true("orphans:dest", "_dest_known", 1 - gates["max_orphan_share_dest"]),
-        q.share_true("orphans:carrier", "_carrier_known", 1 - gates["max_orphan_share_carrier"]),
-        q.share_true("orphans:tailnum", "_tailnum_known", 1 - gates["max_orphan_share_tailnum"]),
-        q.row_count("accounting:staged_rows", staged_rows),
-    ]
+    return [*q.contract_checks(SILVER_FLIGHTS, cfg), q.row_count("accounting:staged_rows", staged_rows)]
 
 
 SPEC = conform.SilverSpec(

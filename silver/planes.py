@@ -46,7 +46,7 @@ def prepare_planes(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
 
 
 def _checks(cfg: Mapping[str, Any], staged_rows: int) -> list[q.Check]:
-    return [*q.not_null("tailnum"), q.unique_key("tailnum"), q.between("seats", 0, 1000), q.row_count("accounting:staged_rows", staged_rows)]
+    return [*q.contract_checks(SILVER_PLANES, cfg), q.row_count("accounting:staged_rows", staged_rows)]
 
 
 SPEC = conform.SilverSpec(

@@ -74,14 +74,7 @@ def prepare_weather(bronze: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
 
 
 def _checks(cfg: Mapping[str, Any], staged_rows: int) -> list[q.Check]:
-    rules = cfg["rules"]["weather_hourly"]
-    return [
-        *q.not_null("origin", "obs_local_ts"),
-        q.unique_key("origin", "obs_local_ts"),
-        q.between("wind_speed_mph", 0, rules["wind_speed_max_mph"]),
-        q.between("temp_f", rules["temp_min_f"], rules["temp_max_f"]),
-        q.row_count("accounting:staged_rows", staged_rows),
-    ]
+    return [*q.contract_checks(SILVER_WEATHER, cfg), q.row_count("accounting:staged_rows", staged_rows)]
 
 
 SPEC = conform.SilverSpec(

@@ -188,8 +188,8 @@ def test_maintain_vacuums_what_no_build_needs_and_keeps_what_builds_need(lake, s
 
     # the next run with the configured retention puts it back, and still spares the builds
     again = {r.table: r for r in maintenance.run(lambda: spark, lake, datetime.now(UTC).replace(tzinfo=None), PINNED)}
-    assert again[SILVER_FLIGHTS.name].retain_hours == lake.retention_days * 24
-    assert again[TRAINING_SET.name].retain_hours > lake.retention_days * 24 and again[TRAINING_SET.name].kept_for
+    assert again[SILVER_FLIGHTS.name].retain_hours == SILVER_FLIGHTS.retention_hours(lake)
+    assert again[TRAINING_SET.name].retain_hours > TRAINING_SET.retention_hours(lake) and again[TRAINING_SET.name].kept_for
     assert again[SILVER_FLIGHTS.name].bytes_after == flights.bytes_after  # nothing left to remove
     # and a run right after finds nothing written since: it leaves every table (and its version) alone
     versions = {t: delta.latest_version(spark, get(t).location(lake)) for t in again}

@@ -17,13 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from bronze import ingest
 from gold import drift, quarter_build, training_set
-from lakehouse import audit, delivery, delta, faults, inspect, landing, pii, quality, retention, storage
+from lakehouse import audit, contracts, delivery, delta, faults, inspect, landing, pii, quality, retention, storage
 from lakehouse.runs import RunContext
 from lakehouse.spark import local_frame, session_conf
-from lakehouse.tables import PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, Table, get
+from lakehouse.tables import ALL_TABLES, PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_CARRIERS, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, Table, get
 from pipeline import build as builder
 from pipeline import steps
 from silver import conform, flights
@@ -326,6 +327,37 @@ def test_the_table_itself_rejects_a_bad_write(lake, spark):
     with pytest.raises(Exception, match="(?i)constraint|CHECK"):
         delta.append(bad, SILVER_FLIGHTS.location(lake))
     assert _silver(spark, lake).where("flight_id = 'constraint-probe'").count() == 0
+
+
+def test_every_table_in_the_lake_is_what_its_contract_declares(lake):
+    """Schema (types, NOT NULL, comments), partitions, keys, CHECK constraints and contract version, as Delta stores them."""
+    found = 0
+    for table in ALL_TABLES:
+        dt = inspect.open_table(lake, table, "maintain")
+        if dt is None:
+            continue
+        found += 1
+        stored = T.StructType.fromJson(json.loads(dt.schema().to_json()))
+        assert stored == table.schema, table.name
+        meta = dt.metadata()
+        assert tuple(meta.partition_columns) == table.partition_by, table.name
+        configuration = meta.configuration
+        assert {k: v for k, v in configuration.items() if k.startswith("delta.constraints.")} == {f"delta.constraints.{n.lower()}": e for n, e in table.constraints.items()}
+        assert (configuration["lakehouse.keys"], configuration[contracts.CONTRACT_VERSION]) == (",".join(table.keys), table.version), table.name
+    assert found == len(ALL_TABLES)
+
+
+def test_a_contract_that_drops_or_retypes_a_stored_column_is_refused_before_a_write(lake, spark):
+    without_name = dataclasses.replace(SILVER_CARRIERS, columns=tuple(c for c in SILVER_CARRIERS.columns if c.name != "name"), version="1.1.0")
+    needs_major = r"drops column name \(the stored table's contract is 1.0.0\): that breaks its readers, so it needs a new major version \(2.0.0\)"
+    with pytest.raises(contracts.ContractError, match=needs_major):
+        delta.ensure_table(spark, lake, without_name)
+    columns = tuple(dataclasses.replace(c, type="INT") if c.name == "name" else c for c in SILVER_CARRIERS.columns)
+    retyped = dataclasses.replace(SILVER_CARRIERS, columns=columns, version="2.0.0")
+    migrate = r"silver.carriers was written under contract 1.0.0; contract 2.0.0 retypes column name from STRING to INT: migrate the table"
+    with pytest.raises(contracts.ContractError, match=migrate):
+        delta.ensure_table(spark, lake, retyped)
+    assert delta.latest_version(spark, SILVER_CARRIERS.location(lake)) == inspect.version(lake, SILVER_CARRIERS)  # nothing written
 
 
 def test_a_shifted_feature_blocks_its_quarter_at_the_drift_threshold_and_lakehouse_drift_shows_why(lake, spark, quality_config):

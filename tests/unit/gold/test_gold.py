@@ -124,14 +124,14 @@ def test_the_gold_gate_passes_a_good_frame_and_blocks_a_leak(spark, quality_conf
     assert result.failed[0]["unexpected_count"] == 2
 
 
-def test_the_daily_gates_catch_a_miscount(spark):
+def test_the_daily_gates_catch_a_miscount(spark, quality_config):
     df = flights(spark, [("a", D(2013, 4, 2), "JFK", "BOS", 20.0, False), ("b", D(2013, 4, 2), "JFK", "LAX", 1.0, False)])
     routes = route_daily.build_route_daily(df)
-    assert quality.validate(routes, "gold.route_daily.test", route_daily.checks("2013Q2", 2))[0].success
-    failed = quality.validate(routes, "gold.route_daily.test", route_daily.checks("2013Q2", 3))[0].failed
+    assert quality.validate(routes, "gold.route_daily.test", route_daily.checks("2013Q2", 2, quality_config))[0].success
+    failed = quality.validate(routes, "gold.route_daily.test", route_daily.checks("2013Q2", 3, quality_config))[0].failed
     assert [r["rule"] for r in failed] == ["accounting:flights_counted_once"]
     doubled = routes.unionByName(routes)
-    failed = quality.validate(doubled, "gold.route_daily.test", route_daily.checks("2013Q2", 4))[0].failed
+    failed = quality.validate(doubled, "gold.route_daily.test", route_daily.checks("2013Q2", 4, quality_config))[0].failed
     assert [r["rule"] for r in failed] == ["unique:origin+dest+flight_date"]
 
 

@@ -4,13 +4,27 @@ import datetime as dt
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from lakehouse import quality
 from lakehouse.spark import local_frame
+from lakehouse.tables import Table
 from silver import airports, carriers, conform, flights, planes, weather_hourly
 from tests.unit.gold.test_gold import flights as silver_flights
 
 D = dt.date
+#: A value for each required column a test leaves out (the gate checks every required column).
+FILL = {"STRING": "x", "INT": 0, "BIGINT": 0, "DOUBLE": 0.0, "BOOLEAN": False, "DATE": D(2013, 1, 1), "TIMESTAMP_NTZ": dt.datetime(2013, 1, 1)}
+
+
+def _table_frame(spark, table: Table, columns: str, rows: list[tuple]):
+    """Rows of `table` given as tuples of `columns`; the other columns null, or a filler value where required."""
+    names = columns.split(", ")
+    records = []
+    for row in rows:
+        given = dict(zip(names, row, strict=True))
+        records.append({c.name: given[c.name] if c.name in given else (None if c.nullable else FILL[c.type]) for c in table.columns})
+    return local_frame(spark, records, T.StructType([T.StructField(f.name, f.dataType) for f in table.schema.fields]))
 
 
 def _framed(spark, rows):
@@ -47,22 +61,24 @@ def test_silver_flights_gate(spark, quality_config):
     ],
 )
 def test_dimension_gates(spark, quality_config, spec, good, bad, failed):
-    columns = {"silver.carriers": "carrier_code string, name string", "silver.planes": "tailnum string, seats int"}[spec.table.name]
-    ok = local_frame(spark, good, columns)
+    columns = {"silver.carriers": "carrier_code, name", "silver.planes": "tailnum, seats"}[spec.table.name]
+    ok = _table_frame(spark, spec.table, columns, good)
     assert quality.validate(ok, spec.table.name, spec.checks(quality_config, len(good)))[0].success
-    broken = local_frame(spark, bad, columns)
+    broken = _table_frame(spark, spec.table, columns, bad)
     assert _rules(quality.validate(broken, spec.table.name, spec.checks(quality_config, len(bad)))[0]) == failed
 
 
 def test_weather_and_airport_gates(spark, quality_config):
-    wx = "origin string, obs_local_ts timestamp_ntz, wind_speed_mph double, temp_f double"
+    wx = "origin, obs_local_ts, wind_speed_mph, temp_f"
     t = dt.datetime(2013, 1, 1, 5)
-    assert quality.validate(local_frame(spark, [("EWR", t, 10.0, 30.0)], wx), "w", weather_hourly.SPEC.checks(quality_config, 1))[0].success
-    bad = local_frame(spark, [("EWR", t, 10.0, 30.0), ("EWR", t, 1048.0, 30.0)], wx)
+    weather = weather_hourly.SPEC.table
+    assert quality.validate(_table_frame(spark, weather, wx, [("EWR", t, 10.0, 30.0)]), "w", weather_hourly.SPEC.checks(quality_config, 1))[0].success
+    bad = _table_frame(spark, weather, wx, [("EWR", t, 10.0, 30.0), ("EWR", t, 1048.0, 30.0)])
     assert _rules(quality.validate(bad, "w", weather_hourly.SPEC.checks(quality_config, 2))[0]) == ["range:wind_speed_mph", "unique:origin+obs_local_ts"]
-    ap = "airport_code string, source_systems string, latitude double, longitude double"
-    assert quality.validate(local_frame(spark, [("JFK", "bts", 40.6, -73.8)], ap), "a", airports.SPEC.checks(quality_config, 1))[0].success
-    bad = local_frame(spark, [("JFK", "bts", 140.6, -73.8)], ap)
+    ap = "airport_code, source_systems, latitude, longitude"
+    table = airports.SPEC.table
+    assert quality.validate(_table_frame(spark, table, ap, [("JFK", "bts", 40.6, -73.8)]), "a", airports.SPEC.checks(quality_config, 1))[0].success
+    bad = _table_frame(spark, table, ap, [("JFK", "bts", 140.6, -73.8)])
     assert _rules(quality.validate(bad, "a", airports.SPEC.checks(quality_config, 1))[0]) == ["range:latitude"]
 
 
