@@ -103,7 +103,7 @@ def build(
             failure = failures.get(result.quarter)
             row = record(
                 spark, settings, ctx, result.quarter, code_version, gold_started, report.silver, None if failure else result,
-                silver_gates + result.gate_refs, failure,
+                silver_gates + result.gate_refs, failure, result.drift,
             )  # fmt: skip
         result.build_id, result.mlflow_run_id = row["build_id"], row["mlflow_run_id"]
     report.seconds["record"] = time.monotonic() - t1 - report.seconds["gold"]

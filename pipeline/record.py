@@ -45,11 +45,13 @@ def record(
     gold: GoldResult | None,
     gates: Sequence[Mapping[str, Any]],
     error: BaseException | None,
+    drift_report: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the manifest row of one quarter's build and its MLflow run; return the row.
 
     `gates` are the build's gate references (`quality.gate_refs`). Recording the same build again (a
-    retried task) returns the row already written.
+    retried task) returns the row already written. A failed build that got as far as its drift
+    (`drift_report`: blocked by drift, or by a gate after it) logs the drift figures as a built one does.
     """
     from lakehouse import tracking  # MLflow takes seconds to import: only when a build is recorded
 
@@ -74,12 +76,13 @@ def record(
         written = dict(gold.versions)
         metrics.update({f"rows.{t}": n for t, n in gold.rows.items()})
         metrics["seconds.gold"] = gold.seconds
-        metrics.update(drift.metrics(gold.drift))
         if TRAINING_SET.name in gold.versions and gold.digest:
             inputs.append((TRAINING_SET.name, TRAINING_SET.location(settings), gold.versions[TRAINING_SET.name], gold.digest, "training"))
         for name, version in sorted(gold.read_versions.items()):
             location = REGISTRY[name].location(settings)
             inputs.append((name, location, version, tracking.identity_digest(location, version), "source"))
+    drifted = gold.drift if gold is not None else drift_report
+    metrics.update(drift.metrics(drifted))
     reads = dict(gold.read_versions) if gold is not None else {}
     metrics["gates.passed"] = sum(bool(g["success"]) for g in gates)
     metrics["gates.failed"] = sum(not g["success"] for g in gates)
@@ -97,9 +100,9 @@ def record(
         **tracking.flatten_params("gates", ctx.config["gates"]), **tracking.flatten_params("rules", ctx.config["rules"]),
     }  # fmt: skip
     schemas = {t.name: json.loads(t.schema.json()) for t in (TRAINING_SET, ROUTE_DAILY, AIRPORT_DAILY)}
-    if gold is not None and gold.drift is not None:
-        params["drift.reference"] = (gold.drift.get("reference") or {}).get("quarter") or f"none ({gold.drift.get('reason')})"
-    figures = {"drift/psi.png": drift.plot(gold.drift)} if gold is not None and gold.drift and gold.drift["features"] else {}
+    if drifted is not None:
+        params["drift.reference"] = (drifted.get("reference") or {}).get("quarter") or f"none ({drifted.get('reason')})"
+    figures = {"drift/psi.png": drift.plot(drifted)} if drifted and drifted["features"] else {}
     tracking.log_build(settings, record, params, metrics, inputs, schemas, figures)
     delta.ensure_table(spark, settings, BUILDS)
     delta.append(local_frame(spark, [record], BUILDS.schema), BUILDS.location(settings))

@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from bronze import ingest
 from gold import drift, quarter_build, training_set
-from lakehouse import audit, contracts, delivery, delta, faults, inspect, landing, pii, quality, retention, storage
+from lakehouse import audit, contracts, delivery, delta, faults, inspect, landing, pii, quality, retention, storage, tracking
 from lakehouse.runs import RunContext
 from lakehouse.spark import local_frame, session_conf
 from lakehouse.tables import ALL_TABLES, PII_STORED_AS, PROGRESS, QUARANTINE, SILVER_CARRIERS, SILVER_FLIGHTS, SILVER_PLANES, TRAINING_SET, Table, get
@@ -389,6 +389,11 @@ def test_a_shifted_feature_blocks_its_quarter_at_the_drift_threshold_and_lakehou
     [distance] = [f for f in shown["features"] if f["feature"] == "distance_mi"]
     assert distance["bins"] == 11 and distance["null_rate"] == distance["reference_null_rate"] == 0.0  # nine deciles: ten bins, and the nulls
     assert distance["verdict"] == "blocks" and shown["block_psi"] == 6.0
+    # the blocked build's MLflow run holds the figures that blocked it, as a built one's does
+    run = tracking.client(lake).get_run(recorded["mlflow_run_id"])
+    assert run.info.status == "FAILED" and {k: v for k, v in run.data.metrics.items() if k.startswith("drift.psi.")} == {f"drift.psi.{f}": v for f, v in psi.items()}
+    assert run.data.params["drift.reference"] == "2013Q1"
+    assert {a.path for a in tracking.client(lake).list_artifacts(recorded["mlflow_run_id"], "drift")} == {"drift/psi.png"}
 
 
 def test_a_failing_gold_gate_publishes_nothing(lake, spark, quality_config):
