@@ -134,19 +134,23 @@ def pages(tables: Sequence[Table], cfg: Mapping[str, Any]) -> dict[str, str]:
     return {INDEX: index(tables), **{f"{t.name}.md": page(t, cfg) for t in tables}}
 
 
-def stale(tables: Sequence[Table], cfg: Mapping[str, Any], directory: Path = CATALOGUE_DIR) -> list[str]:
-    """The pages that differ from what the contracts give, or are missing, or belong to no table."""
-    wanted = pages(tables, cfg)
+def _differing(wanted: Mapping[str, str], directory: Path) -> list[str]:
+    """The pages of `wanted` that the folder lacks or holds otherwise, and the folder's pages of no table."""
     have = {p.name for p in directory.glob("*.md")} if directory.is_dir() else set()
     differ = [name for name, text in wanted.items() if not (directory / name).is_file() or (directory / name).read_text() != text]
     return sorted(differ + [name for name in have - set(wanted)])
 
 
+def stale(tables: Sequence[Table], cfg: Mapping[str, Any], directory: Path = CATALOGUE_DIR) -> list[str]:
+    """The pages that differ from what the contracts give, or are missing, or belong to no table."""
+    return _differing(pages(tables, cfg), directory)
+
+
 def write(tables: Sequence[Table], cfg: Mapping[str, Any], directory: Path = CATALOGUE_DIR) -> list[str]:
     """Write the catalogue; return the names of the pages that changed (a page of no table is removed)."""
-    changed = stale(tables, cfg, directory)
-    directory.mkdir(parents=True, exist_ok=True)
     wanted = pages(tables, cfg)
+    changed = _differing(wanted, directory)
+    directory.mkdir(parents=True, exist_ok=True)
     for name in changed:
         if name in wanted:
             (directory / name).write_text(wanted[name])

@@ -47,6 +47,8 @@ PII_STORED_AS = "lakehouse.pii_stored_as"
 #: The table property that keeps the version of the contract a table was created under.
 CONTRACT_VERSION = "lakehouse.contract_version"
 LAYERS = ("bronze", "silver", "gold")
+#: A table's history when its contract states no retention: two quarters and a margin.
+DEFAULT_RETENTION_DAYS = 200.0
 
 _TYPES: Mapping[str, T.DataType] = {
     "STRING": T.StringType(),
@@ -150,7 +152,7 @@ class Table:
     stats_columns: tuple[str, ...] | None = None
     version: str = "1.0.0"
     #: Days of history kept (time travel); LAKEHOUSE_RETENTION_DAYS, when set, holds for every table.
-    retention_days: float = 200.0
+    retention_days: float = DEFAULT_RETENTION_DAYS
     #: The gate's suite name (`<quarter>` stands for the quarter built), None for a table without a gate.
     gate: str | None = None
     rules: tuple[Rule, ...] = ()
@@ -320,21 +322,35 @@ def table_from(document: Mapping[str, Any], source: str = "contract") -> Table:
         feed=Feed(feed["sourceSystem"], feed["prefix"], tuple(feed["columns"]), feed["cadence"]) if feed else None,
         stats_columns=tuple(custom["dataSkippingStatsColumns"]) if "dataSkippingStatsColumns" in custom else None,
         version=str(document["version"]),
-        retention_days=float(retention["value"]) if retention else 200.0,
+        retention_days=float(retention["value"]) if retention else DEFAULT_RETENTION_DAYS,
         gate=custom.get("gate"),
         rules=tuple(rules),
         notes=tuple(notes),
     )
 
 
+def _parse(text: str, source: str) -> dict[str, Any]:
+    """A contract's document from its YAML text."""
+    try:
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as error:
+        raise ContractError(f"{source} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ContractError(f"{source} holds no contract")
+    return document
+
+
+def _table(document: Mapping[str, Any], source: str) -> Table:
+    """`table_from`, with a missing or malformed field said as a contract error."""
+    try:
+        return table_from(document, source)
+    except (KeyError, TypeError) as error:
+        raise ContractError(f"{source}: missing or malformed field {error}") from None
+
+
 def read(path: Path, check_schema: bool = True) -> dict[str, Any]:
     """A contract file's document, checked against the ODCS schema."""
-    try:
-        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as error:
-        raise ContractError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise ContractError(f"{path} holds no contract")
+    document = _parse(path.read_text(), str(path))
     if check_schema:
         validate(document, str(path))
     return document
@@ -351,15 +367,12 @@ def paths(directory: Path = CONTRACTS_DIR) -> list[Path]:
 def load(directory: Path = CONTRACTS_DIR, check_schema: bool = False) -> tuple[Table, ...]:
     """Every table, from its contract. The file must sit at `<layer>/<table>.yaml` of its name.
 
-    The ODCS schema check takes about a second for all contracts, so the registry's import leaves it
+    The ODCS schema check takes half a second for all contracts, so the registry's import leaves it
     to `lakehouse contracts check` and the tests; what the code needs of a contract is checked here.
     """
     tables = []
     for path in paths(directory):
-        try:
-            table = table_from(read(path, check_schema), str(path))
-        except (KeyError, TypeError) as error:
-            raise ContractError(f"{path}: missing or malformed field {error}") from None
+        table = _table(read(path, check_schema), str(path))
         if path.relative_to(directory).as_posix() != f"{table.layer}/{table.short_name}.yaml":
             raise ContractError(f"{path} declares table {table.name}: it belongs at {table.layer}/{table.short_name}.yaml")
         tables.append(table)
@@ -420,5 +433,4 @@ def at_revision(revision: str, root: Path = PROJECT_ROOT) -> tuple[Table, ...]:
     names = [n for n in git("ls-tree", "-r", "--name-only", revision, "--", "contracts/").splitlines() if n.endswith(".yaml")]
     if not names:
         raise ContractError(f"revision {revision} holds no contracts/ folder")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return tuple(table_from(yaml.load(git("show", f"{revision}:{name}"), Loader=loader), f"{revision}:{name}") for name in names)
+    return tuple(_table(_parse(git("show", f"{revision}:{name}"), f"{revision}:{name}"), f"{revision}:{name}") for name in names)

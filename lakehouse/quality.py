@@ -362,7 +362,7 @@ def threshold(cfg: Mapping[str, Any], value: Any, table: str) -> Any:
 
 def contract_checks(table: Table, cfg: Mapping[str, Any]) -> list[Check]:
     """The checks a table's contract asks of its gate: every required column not null, the key unique, and its rules."""
-    checks = [*not_null(*(c.name for c in table.columns if not c.nullable))]
+    checks = not_null(*(c.name for c in table.columns if not c.nullable))
     if table.keys:
         checks.append(unique_key(*table.keys))
     for rule in table.rules:
